@@ -1,0 +1,20 @@
+CREATE TABLE IF NOT EXISTS latchkey_sessions (
+    token_hash   BLOB PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    user_id      TEXT NOT NULL,
+    username     TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    user_agent   TEXT NOT NULL,
+    ip           TEXT NOT NULL,
+    csrf_secret  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS latchkey_sessions_user ON latchkey_sessions (user_id);
+CREATE INDEX IF NOT EXISTS latchkey_sessions_expires ON latchkey_sessions (expires_at);
+CREATE TABLE IF NOT EXISTS latchkey_counters (
+    key        TEXT PRIMARY KEY,
+    count      INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;

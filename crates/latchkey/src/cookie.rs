@@ -1,0 +1,124 @@
+//! The session cookie: its name, attributes, and reading it back.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use cookie::{Cookie, SameSite};
+
+use crate::session::SessionToken;
+
+/// How the session cookie is written.
+#[derive(Clone, Debug)]
+pub struct CookieConfig {
+    /// `__Host-latchkey` when secure, `latchkey` in development.
+    pub name: String,
+    /// Name of the pre-session CSRF cookie used by sign-in forms.
+    pub csrf_name: String,
+    /// Whether to set `Secure` (off only for plain-HTTP development).
+    pub secure: bool,
+    /// `Max-Age`: the absolute timeout, never more.
+    pub max_age: Duration,
+}
+
+impl CookieConfig {
+    /// `__Host-` prefixed and `Secure` when `secure`, else plain names.
+    pub fn new(secure: bool, max_age: Duration) -> Self {
+        let prefix = if secure { "__Host-" } else { "" };
+        Self {
+            name: format!("{prefix}latchkey"),
+            csrf_name: format!("{prefix}latchkey-csrf"),
+            secure,
+            max_age,
+        }
+    }
+
+    fn build(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
+        let c = Cookie::build((name, value))
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64))
+            .build();
+        // Token and names are ASCII by construction.
+        HeaderValue::from_str(&c.to_string()).expect("cookie is valid header text")
+    }
+
+    /// `Set-Cookie` value carrying `token`.
+    pub fn session(&self, token: &SessionToken) -> HeaderValue {
+        self.build(&self.name, token.as_str(), self.max_age)
+    }
+
+    /// `Set-Cookie` value that expires the session cookie now.
+    pub fn removal(&self) -> HeaderValue {
+        self.build(&self.name, "", Duration::ZERO)
+    }
+
+    /// `Set-Cookie` value for the pre-session CSRF cookie.
+    pub fn pre_session(&self, value: &str) -> HeaderValue {
+        self.build(&self.csrf_name, value, self.max_age)
+    }
+
+    /// The session token in the request, if one well-formed cookie carries it.
+    /// Malformed or foreign values are ignored, never passed on.
+    pub fn token(&self, headers: &HeaderMap) -> Option<SessionToken> {
+        cookie_values(headers, &self.name).find_map(SessionToken::parse)
+    }
+
+    /// The pre-session CSRF cookie's value, if present.
+    pub fn pre_session_value(&self, headers: &HeaderMap) -> Option<String> {
+        cookie_values(headers, &self.csrf_name).next().map(str::to_owned)
+    }
+}
+
+/// Every value of cookie `name` across all `Cookie` headers. Unparsable
+/// headers and pairs are skipped.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_cookie_has_every_attribute() {
+        let c = CookieConfig::new(true, Duration::from_secs(8 * 3600));
+        let t = SessionToken::generate();
+        let v = c.session(&t).to_str().unwrap().to_owned();
+        assert!(v.starts_with(&format!("__Host-latchkey={}", t.as_str())));
+        for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=28800"] {
+            assert!(v.contains(attr), "{v} lacks {attr}");
+        }
+        assert!(!v.contains("Domain"));
+    }
+
+    #[test]
+    fn dev_cookie_is_plain_and_not_secure() {
+        let c = CookieConfig::new(false, Duration::from_secs(60));
+        let v = c.session(&SessionToken::generate()).to_str().unwrap().to_owned();
+        assert!(v.starts_with("latchkey="));
+        assert!(!v.contains("Secure"));
+    }
+
+    #[test]
+    fn reads_the_token_among_other_cookies_and_ignores_junk() {
+        let c = CookieConfig::new(true, Duration::from_secs(60));
+        let t = SessionToken::generate();
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=b; __Host-latchkey=junk"));
+        h.append(header::COOKIE, HeaderValue::from_str(&format!("x=y; __Host-latchkey={}", t.as_str())).unwrap());
+        assert_eq!(c.token(&h), Some(t));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("__Host-latchkey=;;;=;"));
+        assert_eq!(c.token(&h), None);
+    }
+}

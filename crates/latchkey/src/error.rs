@@ -1,0 +1,93 @@
+//! Typed errors, and the one place they become HTTP answers
+//! (`{"detail": ...}` bodies, or a small page for browsers).
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::store::StoreError;
+
+/// Something latchkey depends on failed; the request fails closed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The session store did not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The user backend did not answer.
+    #[error("user store unavailable: {0}")]
+    Backend(String),
+    /// Password hashing failed (pool closed or a malformed stored hash).
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// Why a sign-in did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown user or wrong password: the same answer for both.
+    #[error("Invalid credentials")]
+    InvalidCredentials,
+    /// Too many failures; try again after `retry_after`.
+    #[error("Too many failed attempts. Try again in {} seconds.", retry_after.as_secs().max(1))]
+    Throttled {
+        /// How long until the block lapses.
+        retry_after: Duration,
+    },
+    /// A store or the hasher failed.
+    #[error(transparent)]
+    Unavailable(#[from] Error),
+}
+
+/// Why a password change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordChangeError {
+    /// The current password was wrong.
+    #[error("Invalid credentials")]
+    WrongPassword,
+    /// The new password breaks the policy; the reason is user-facing.
+    #[error("{0}")]
+    Rejected(String),
+    /// A store or the hasher failed.
+    #[error(transparent)]
+    Unavailable(#[from] Error),
+}
+
+/// A JSON `{"detail": ...}` answer with `status`.
+pub fn detail(status: StatusCode, detail: &str) -> Response {
+    let body = serde_json::json!({ "detail": detail }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        // The reason goes to the log, not to the client.
+        tracing::error!(error = %self, "failing closed");
+        detail(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable: a store did not answer. Try again shortly.")
+    }
+}
+
+impl IntoResponse for LoginError {
+    fn into_response(self) -> Response {
+        match self {
+            LoginError::InvalidCredentials => detail(StatusCode::UNAUTHORIZED, "Invalid credentials"),
+            LoginError::Throttled { retry_after } => {
+                let secs = retry_after.as_secs().max(1);
+                let mut res = detail(StatusCode::TOO_MANY_REQUESTS, &self.to_string());
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                res
+            }
+            LoginError::Unavailable(e) => e.into_response(),
+        }
+    }
+}
+
+impl IntoResponse for PasswordChangeError {
+    fn into_response(self) -> Response {
+        match self {
+            PasswordChangeError::WrongPassword => detail(StatusCode::FORBIDDEN, "Invalid credentials"),
+            PasswordChangeError::Rejected(why) => detail(StatusCode::UNPROCESSABLE_ENTITY, &why),
+            PasswordChangeError::Unavailable(e) => e.into_response(),
+        }
+    }
+}

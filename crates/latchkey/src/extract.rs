@@ -1,0 +1,180 @@
+//! Extractors: the Rust form of FastAPI's `Depends(is_authenticated)`.
+//! A handler that takes [`CurrentUser`] cannot run for a signed-out request;
+//! [`RequireRole`] adds a role check (403).
+
+use std::marker::PhantomData;
+
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::error::{detail, Error};
+use crate::session::{SessionRecord, SessionToken};
+use crate::Latchkey;
+
+/// The signed-in user of this request.
+#[derive(Clone, Debug)]
+pub struct CurrentUser {
+    record: SessionRecord,
+    token: SessionToken,
+}
+
+impl CurrentUser {
+    /// The user's id in the backend.
+    pub fn user_id(&self) -> &str {
+        &self.record.user_id
+    }
+    /// The user's name.
+    pub fn username(&self) -> &str {
+        &self.record.username
+    }
+    /// The user's current role.
+    pub fn role(&self) -> &str {
+        &self.record.role
+    }
+    /// The session's public handle.
+    pub fn session_id(&self) -> &str {
+        &self.record.id
+    }
+    /// The token HTML forms of this session must carry.
+    pub fn csrf_token(&self) -> &str {
+        crate::csrf::session_token(&self.record)
+    }
+    /// The whole session record.
+    pub fn session(&self) -> &SessionRecord {
+        &self.record
+    }
+    /// The cookie token (to keep this session when ending the others).
+    pub fn token(&self) -> &SessionToken {
+        &self.token
+    }
+}
+
+/// Whether the client asked for a page rather than JSON.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Why an extractor refused the request.
+#[derive(Debug)]
+pub enum AuthRejection {
+    /// No live session. Browsers asking for a page are sent to sign in.
+    Unauthenticated {
+        /// `/login?next=...` for a browser's GET, else `None`.
+        redirect: Option<String>,
+    },
+    /// Signed in, but the role does not allow this.
+    Forbidden {
+        /// Answer with a page.
+        html: bool,
+    },
+    /// The store failed: fail closed.
+    Unavailable(Error),
+    /// The app forgot `.layer(latchkey.layer())`.
+    MissingLayer,
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        match self {
+            AuthRejection::Unauthenticated { redirect: Some(to) } => Redirect::to(&to).into_response(),
+            AuthRejection::Unauthenticated { redirect: None } => detail(StatusCode::UNAUTHORIZED, "Not authenticated"),
+            AuthRejection::Forbidden { html: true } => (
+                StatusCode::FORBIDDEN,
+                axum::response::Html(
+                    "<!doctype html><meta charset=utf-8><title>Forbidden</title><h1>Forbidden</h1>\
+                     <p>Your account may not open this page. <a href=\"/profile\">Back to your profile</a></p>",
+                ),
+            )
+                .into_response(),
+            AuthRejection::Forbidden { html: false } => detail(StatusCode::FORBIDDEN, "Forbidden"),
+            AuthRejection::Unavailable(e) => e.into_response(),
+            AuthRejection::MissingLayer => detail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "latchkey is not installed: add .layer(latchkey.layer()) to the router",
+            ),
+        }
+    }
+}
+
+/// Looks the session up once per request and caches the answer.
+async fn lookup(parts: &mut Parts) -> Result<Option<CurrentUser>, AuthRejection> {
+    if let Some(cached) = parts.extensions.get::<Option<CurrentUser>>() {
+        return Ok(cached.clone());
+    }
+    let auth = parts.extensions.get::<Latchkey>().cloned().ok_or(AuthRejection::MissingLayer)?;
+    let found = auth
+        .session(&parts.headers)
+        .await
+        .map_err(AuthRejection::Unavailable)?
+        .map(|(token, record)| CurrentUser { record, token });
+    parts.extensions.insert(found.clone());
+    Ok(found)
+}
+
+fn login_redirect(parts: &Parts) -> Option<String> {
+    if parts.method != axum::http::Method::GET || !wants_html(&parts.headers) {
+        return None;
+    }
+    let login = parts.extensions.get::<Latchkey>()?.config().login_path.clone();
+    let next = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let next: String = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC).collect();
+    Some(format!("{login}?next={next}"))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        lookup(parts).await?.ok_or_else(|| AuthRejection::Unauthenticated {
+            redirect: login_redirect(parts),
+        })
+    }
+}
+
+/// The signed-in user if there is one; never refuses (except 503).
+#[derive(Clone, Debug)]
+pub struct MaybeUser(pub Option<CurrentUser>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(MaybeUser(lookup(parts).await?))
+    }
+}
+
+/// A role a guard can require.
+pub trait Role: Send + Sync + 'static {
+    /// The role's name as stored (`"admin"`).
+    const NAME: &'static str;
+}
+
+/// The `admin` role.
+#[derive(Debug)]
+pub struct Admin;
+
+impl Role for Admin {
+    const NAME: &'static str = "admin";
+}
+
+/// A signed-in user with role `R`; others get 403, signed-out requests 401.
+#[derive(Debug)]
+pub struct RequireRole<R: Role>(pub CurrentUser, PhantomData<R>);
+
+impl<S: Send + Sync, R: Role> FromRequestParts<S> for RequireRole<R> {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        if user.role() != R::NAME {
+            return Err(AuthRejection::Forbidden {
+                html: wants_html(&parts.headers),
+            });
+        }
+        Ok(RequireRole(user, PhantomData))
+    }
+}

@@ -1,0 +1,44 @@
+//! # latchkey
+//!
+//! Server-side session login for [axum]: an unguessable cookie token, sessions
+//! kept (hashed) in a store you choose, idle and absolute timeouts, Argon2id on a
+//! bounded blocking pool, CSRF protection and login throttling — on by default.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use latchkey::{CurrentUser, Latchkey, Config, store::MemoryStore};
+//!
+//! async fn profile(user: CurrentUser) -> String {
+//!     format!("hello {}", user.username())
+//! }
+//!
+//! # async fn run() {
+//! let store = std::sync::Arc::new(MemoryStore::new());
+//! let auth = Latchkey::new(Config::new([7u8; 32]), store);
+//! let app: Router = Router::new()
+//!     .route("/profile", get(profile))
+//!     .layer(auth.layer());
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod auth;
+pub mod body;
+pub mod cookie;
+pub mod csrf;
+mod error;
+pub mod extract;
+mod layer;
+pub mod password;
+pub mod session;
+pub mod store;
+pub mod throttle;
+pub mod user;
+
+pub use auth::{Config, Latchkey, LoginSuccess, RequestMeta};
+pub use error::{Error, LoginError};
+pub use extract::{Admin, CurrentUser, MaybeUser, RequireRole, Role};
+pub use layer::LatchkeyLayer;
+pub use session::{SessionRecord, SessionToken, Timeouts};
+pub use user::{AuthUser, UserBackend};

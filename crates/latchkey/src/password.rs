@@ -1,0 +1,245 @@
+//! Argon2id hashing on a bounded blocking pool, and the NIST SP 800-63B
+//! password policy.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::error::Error;
+
+/// Argon2id cost parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl HashParams {
+    /// OWASP's minimum for Argon2id: 19 MiB, t=2, p=1.
+    pub const OWASP: HashParams = HashParams {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    fn argon2(&self) -> Argon2<'static> {
+        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .expect("valid Argon2 parameters");
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self::OWASP
+    }
+}
+
+/// Hashes and verifies passwords without ever blocking the async executor:
+/// each hash runs on tokio's blocking pool, and at most `concurrency` run at
+/// once (one per core by default), so a login storm queues instead of
+/// thrashing memory and caches.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    params: HashParams,
+    permits: Arc<Semaphore>,
+    dummy: Arc<OnceCell<String>>,
+}
+
+impl PasswordHasher {
+    /// A hasher with `params`, running at most `concurrency` hashes at once.
+    pub fn new(params: HashParams, concurrency: usize) -> Self {
+        Self {
+            params,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy: Default::default(),
+        }
+    }
+
+    /// OWASP parameters, one hash per core.
+    pub fn with_defaults() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::new(HashParams::OWASP, cores)
+    }
+
+    /// The parameters new hashes get.
+    pub fn params(&self) -> HashParams {
+        self.params
+    }
+
+    async fn blocking<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| Error::Hash(e.to_string()))?;
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| Error::Hash(e.to_string()))
+    }
+
+    /// A PHC-format Argon2id hash of `password` with a fresh salt.
+    pub async fn hash(&self, password: &str) -> Result<String, Error> {
+        let password = password.to_owned();
+        let argon = self.params.argon2();
+        self.blocking(move || {
+            let salt = SaltString::encode_b64(&crate::session::random_bytes::<16>())
+                .map_err(|e| Error::Hash(e.to_string()))?;
+            argon
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| Error::Hash(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Whether `password` matches `hash`. With `None` (unknown user) it
+    /// verifies against a fixed dummy hash, so both cases cost the same.
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, Error> {
+        let (hash, real) = match hash {
+            Some(h) => (h.to_owned(), true),
+            None => (self.dummy_hash().await?, false),
+        };
+        let password = password.to_owned();
+        let ok = self
+            .blocking(move || {
+                let Ok(parsed) = PasswordHash::new(&hash) else {
+                    return false;
+                };
+                // Verify with the parameters the hash was made with.
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .await?;
+        Ok(ok && real)
+    }
+
+    async fn dummy_hash(&self) -> Result<String, Error> {
+        self.dummy
+            .get_or_try_init(|| async {
+                let random = hex::encode(crate::session::random_bytes::<16>());
+                self.hash(&random).await
+            })
+            .await
+            .cloned()
+    }
+
+    /// Whether `hash` was made with weaker parameters than ours (or another
+    /// algorithm), so it should be replaced at the next successful login.
+    pub fn needs_rehash(&self, hash: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return true;
+        };
+        let Ok(p) = Params::try_from(&parsed) else {
+            return true;
+        };
+        parsed.algorithm.as_str() != "argon2id"
+            || p.m_cost() < self.params.memory_kib
+            || p.t_cost() < self.params.iterations
+            || p.p_cost() < self.params.parallelism
+    }
+}
+
+/// NIST SP 800-63B rules for new passwords: a minimum length, a generous
+/// maximum, no composition rules, and no guessable passwords.
+#[derive(Clone, Debug)]
+pub struct PasswordPolicy {
+    /// Fewest characters (Unicode scalar values) accepted; default 15.
+    pub min_chars: usize,
+    /// Most characters accepted; default 1024. Longer is refused, never truncated.
+    pub max_chars: usize,
+    /// Words a password must not lean on besides the username.
+    pub context: Vec<String>,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_chars: 15,
+            max_chars: 1024,
+            context: vec!["latchkey".into()],
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// `Ok` when `password` may be set for `username`; else the reason, in
+    /// words a user can act on.
+    pub fn check(&self, username: &str, password: &str) -> Result<(), String> {
+        let chars = password.chars().count();
+        if chars < self.min_chars {
+            return Err(format!(
+                "Password too short: use at least {} characters (a few unrelated words work well).",
+                self.min_chars
+            ));
+        }
+        if chars > self.max_chars {
+            return Err(format!("Password too long: use at most {} characters.", self.max_chars));
+        }
+        let mut inputs: Vec<&str> = self.context.iter().map(String::as_str).collect();
+        inputs.push(username);
+        let estimate = zxcvbn::zxcvbn(password, &inputs);
+        if u8::from(estimate.score()) < 3 {
+            let why = estimate
+                .feedback()
+                .and_then(|f| f.warning())
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "This password is easy to guess.".into());
+            return Err(format!(
+                "Password too guessable: {why} Avoid names, common phrases and repeats; a few unrelated words work well."
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> PasswordHasher {
+        PasswordHasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 2)
+    }
+
+    #[tokio::test]
+    async fn hash_verifies_and_wrong_password_does_not() {
+        let h = fast();
+        let hash = h.hash("correct horse battery staple").await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(h.verify("correct horse battery staple", Some(&hash)).await.unwrap());
+        assert!(!h.verify("correct horse battery stapl", Some(&hash)).await.unwrap());
+        assert!(!h.verify("anything", None).await.unwrap());
+        assert!(!h.verify("x", Some("not a hash")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn weaker_hashes_need_rehash() {
+        let weak = fast().hash("pw").await.unwrap();
+        let strong = PasswordHasher::new(HashParams::OWASP, 1);
+        assert!(strong.needs_rehash(&weak));
+        let good = strong.hash("pw").await.unwrap();
+        assert!(!strong.needs_rehash(&good));
+        assert!(strong.needs_rehash("$2b$12$bcrypt-like"));
+    }
+
+    #[test]
+    fn policy_follows_nist() {
+        let p = PasswordPolicy::default();
+        assert!(p.check("alice", "short").unwrap_err().contains("at least 15"));
+        assert!(p.check("alice", "passwordpassword").unwrap_err().contains("guessable"));
+        assert!(p.check("alice", "alicealice123456").is_err(), "built on the username");
+        assert!(p.check("bob", "latchkeylatchkey1").is_err(), "built on the service name");
+        assert!(p.check("alice", "tangerine orbit kayak murmur").is_ok(), "spaces welcome");
+        assert!(p.check("alice", "ключ-замок-рыба-небо").is_ok(), "unicode welcome");
+        let long: String = "Zq9!vR3#mK7pL2@x".repeat(16);
+        assert!(p.check("alice", &long).is_ok(), "256 characters accepted");
+        assert!(p.check("alice", &"Zq9!vR3#mK7pL2@x".repeat(70)).unwrap_err().contains("too long"));
+    }
+}

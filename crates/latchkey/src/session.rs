@@ -1,0 +1,225 @@
+//! Session tokens, the record a store keeps, and the idle/absolute timeout rules.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Milliseconds since the Unix epoch, the time unit every store keeps.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Fresh random bytes from the OS-seeded CSPRNG.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// The secret a cookie carries: 256 random bits, base64url without padding.
+///
+/// Its `Debug` form is redacted so it never reaches a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken(String);
+
+/// Length of an encoded token: 32 bytes in unpadded base64url.
+const TOKEN_LEN: usize = 43;
+
+impl SessionToken {
+    /// A new random token.
+    pub fn generate() -> Self {
+        Self(URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
+    }
+
+    /// Accepts only strings shaped like a token we issue; anything else is
+    /// ignored by the caller, so hostile cookies never reach a store.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let ok = raw.len() == TOKEN_LEN
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self(raw.to_owned()))
+    }
+
+    /// The cookie value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What stores key sessions by: SHA-256 of the token. A copy of the store
+    /// hands out no live sessions, and a plain hash suffices for 256-bit input.
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(<redacted>)")
+    }
+}
+
+/// SHA-256 of a [`SessionToken`]: the key a store files a session under.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// Lower-case hex, for stores keyed by strings.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses what [`TokenHash::to_hex`] wrote.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+/// One signed-in session as a store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Public handle (128 random bits, hex): safe to show, useless as a cookie.
+    pub id: String,
+    /// Store key; never the token itself.
+    #[serde(skip)]
+    pub token_hash: Option<TokenHash>,
+    /// The user's id in the [`UserBackend`](crate::UserBackend).
+    pub user_id: String,
+    /// The user's name at sign-in.
+    pub username: String,
+    /// The user's role; stores update it in place on a role change.
+    pub role: String,
+    /// Sign-in time, ms since the epoch.
+    pub created_at: i64,
+    /// Last recorded activity, ms since the epoch (refreshed at most every
+    /// [`Timeouts::touch_interval`]).
+    pub last_seen_at: i64,
+    /// When the session ends unless refreshed, ms since the epoch.
+    pub expires_at: i64,
+    /// `User-Agent` at sign-in (truncated).
+    pub user_agent: String,
+    /// Client address at sign-in.
+    pub ip: String,
+    /// Per-session secret behind the HTML forms' CSRF token.
+    pub csrf_secret: String,
+}
+
+impl SessionRecord {
+    /// The store key. Panics only on a record built without one, which no
+    /// store returns.
+    pub fn key(&self) -> TokenHash {
+        self.token_hash.expect("session record without token hash")
+    }
+}
+
+/// The idle and absolute timeouts, and the refresh rule derived from them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    idle: Duration,
+    absolute: Duration,
+}
+
+impl Timeouts {
+    /// When `idle` exceeds `absolute`, the absolute timeout rules.
+    pub fn new(idle: Duration, absolute: Duration) -> Self {
+        Self {
+            idle: idle.min(absolute),
+            absolute,
+        }
+    }
+
+    /// The idle timeout.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// The absolute timeout.
+    pub fn absolute(&self) -> Duration {
+        self.absolute
+    }
+
+    /// How stale `last_seen_at` may get before a request writes it again:
+    /// half of max(idle/10, 1 s), capped at a minute. A session therefore ends
+    /// no earlier than `idle` after the last request and at most this much
+    /// later — within the contract's tenth of the idle timeout.
+    pub fn touch_interval(&self) -> Duration {
+        (self.idle / 10)
+            .max(Duration::from_secs(1))
+            .min(Duration::from_secs(120))
+            / 2
+    }
+
+    /// End of a session created at `created_at` and last seen at `last_seen_at`.
+    pub fn expires_at(&self, created_at: i64, last_seen_at: i64) -> i64 {
+        let idle_end = last_seen_at + ms(self.idle) + ms(self.touch_interval());
+        idle_end.min(created_at + ms(self.absolute))
+    }
+
+    /// Whether a request at `now` should refresh `last_seen_at`.
+    pub fn needs_touch(&self, record: &SessionRecord, now: i64) -> bool {
+        now - record.last_seen_at >= ms(self.touch_interval())
+            && record.expires_at < record.created_at + ms(self.absolute)
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_and_parse_back() {
+        let a = SessionToken::generate();
+        let b = SessionToken::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), TOKEN_LEN);
+        assert_eq!(SessionToken::parse(a.as_str()), Some(a.clone()));
+        assert_ne!(a.hash(), b.hash());
+        assert!(!format!("{a:?}").contains(a.as_str()));
+    }
+
+    #[test]
+    fn hostile_cookie_values_are_refused() {
+        for bad in ["", "short", &"a".repeat(44), &format!("{}=", "a".repeat(42)), "é"] {
+            assert!(SessionToken::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hash_hex_roundtrip() {
+        let h = SessionToken::generate().hash();
+        assert_eq!(TokenHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(TokenHash::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn idle_longer_than_absolute_is_capped() {
+        let t = Timeouts::new(Duration::from_secs(100), Duration::from_secs(10));
+        assert_eq!(t.idle(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn expiry_is_never_early_and_at_most_a_tenth_late() {
+        let t = Timeouts::new(Duration::from_secs(30 * 60), Duration::from_secs(8 * 3600));
+        let exp = t.expires_at(0, 1000);
+        let idle = ms(t.idle());
+        assert!(exp >= 1000 + idle);
+        assert!(exp <= 1000 + idle + idle / 10);
+        // absolute rules at the end of the session's life
+        assert_eq!(t.expires_at(0, 8 * 3600 * 1000 - 5), 8 * 3600 * 1000);
+        // short timeouts: at most 1 s late
+        let t = Timeouts::new(Duration::from_secs(2), Duration::from_secs(60));
+        assert!(t.expires_at(0, 0) <= 3000 && t.expires_at(0, 0) >= 2000);
+    }
+}

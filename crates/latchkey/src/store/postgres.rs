@@ -1,0 +1,98 @@
+//! PostgreSQL store: sessions and counters shared by several instances.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use tokio::sync::OnceCell;
+
+use super::{sql::sql_store_impl, CounterStore, SessionStore, StoreError};
+use crate::session::{now_ms, SessionRecord, TokenHash};
+
+const SCHEMA: &str = include_str!("../../schema/postgres.sql");
+
+/// Sessions and counters in PostgreSQL. Connects lazily: a database that is
+/// down at start-up makes operations fail (503) until it answers.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    label: String,
+    schema_ready: std::sync::Arc<OnceCell<()>>,
+}
+
+impl PostgresStore {
+    /// A store for `postgres://...`; tables are created on first use.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let label = format!("postgres {}", super::redact_url(url));
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable {
+            store: label.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            pool: pool_options().connect_lazy_with(options),
+            label,
+            schema_ready: Default::default(),
+        })
+    }
+
+    /// The pool, after making sure the tables exist. Two instances starting
+    /// at once serialise on an advisory lock, so the DDL never races.
+    async fn pool(&self) -> Result<PgPool, sqlx::Error> {
+        self.schema_ready
+            .get_or_try_init(|| create_schema(self.pool.clone(), SCHEMA))
+            .await?;
+        Ok(self.pool.clone())
+    }
+
+    async fn run<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        super::bounded(&self.label, async {
+            fut.await.map_err(|e| StoreError::Unavailable {
+                store: self.label.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .await
+    }
+}
+
+/// Pool settings for PostgreSQL: a short acquire timeout so an outage turns
+/// into a 503 quickly instead of a queue of stuck requests.
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_millis(1200))
+}
+
+/// Runs idempotent DDL under a transaction-scoped advisory lock.
+///
+/// Boxed as `Send` here, where lifetimes are concrete: sqlx's transaction
+/// executor otherwise trips the compiler's higher-ranked `Send` inference
+/// inside `async_trait` methods.
+pub fn create_schema(
+    pool: PgPool,
+    ddl: &'static str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send>> {
+    Box::pin(async move {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7261837201)")
+            .execute(&mut *tx)
+            .await?;
+        for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    })
+}
+
+sql_store_impl!(PostgresStore, PgRow);
+
+#[cfg(test)]
+mod tests {
+    crate::store::suite::store_suite!(async {
+        let url = crate::store::suite::postgres_url().await?;
+        Some(super::PostgresStore::open(&url).unwrap())
+    });
+}

@@ -1,0 +1,317 @@
+//! Redis store: sessions as hashes that expire by key TTL, a per-user set
+//! index for "end all sessions of this user", and counters with TTLs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tokio::sync::OnceCell;
+
+use super::{CounterStore, SessionStore, StoreError};
+use crate::session::{ms, SessionRecord, TokenHash};
+
+/// Sessions and counters in Redis.
+///
+/// The URL may carry `?prefix=NAME` (stripped before connecting) so that
+/// several deployments or test runs share one Redis; the default is `latchkey:`.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    conn: std::sync::Arc<OnceCell<ConnectionManager>>,
+    prefix: String,
+    label: String,
+}
+
+// Touch only a session that still exists, so a request racing a logout
+// cannot bring it back; keep the user index alive as long as its sessions.
+const TOUCH: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1], 'expires_at', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+local uid = redis.call('HGET', KEYS[1], 'user_id')
+if uid then redis.call('PEXPIREAT', ARGV[3] .. uid, ARGV[2], 'GT') end
+return 1";
+
+const SET_ROLE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'role', ARGV[1]) end
+return 1";
+
+const HIT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if n == 1 or ARGV[2] == '1' or ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}";
+
+impl RedisStore {
+    /// A store for `redis://HOST[:PORT][/DB][?prefix=NAME]`. Connects lazily
+    /// and reconnects by itself after an outage.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let (base, prefix) = split_prefix(url);
+        let label = format!("redis {}", super::redact_url(&base));
+        let client = redis::Client::open(base.as_str()).map_err(|e| StoreError::Unavailable {
+            store: label.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            client,
+            conn: Default::default(),
+            prefix,
+            label,
+        })
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable {
+            store: self.label.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(1000)))
+            .set_response_timeout(Some(Duration::from_millis(1000)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = self
+            .conn
+            .get_or_try_init(|| async {
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            })
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(manager.clone())
+    }
+
+    fn session_key(&self, key: &TokenHash) -> String {
+        format!("{}s:{}", self.prefix, key.to_hex())
+    }
+
+    fn user_key(&self, user_id: &str) -> String {
+        format!("{}u:{}", self.prefix, user_id)
+    }
+
+    async fn run<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        super::bounded(&self.label, async { fut.await.map_err(|e| self.fail(e)) }).await
+    }
+
+    /// Loads the sessions behind the hex keys of one user's index, pruning
+    /// index entries whose session has expired.
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let ukey = self.user_key(user_id);
+        let members: Vec<String> = self.run(c.smembers(&ukey)).await?;
+        let mut out = Vec::new();
+        for hex in members {
+            let Some(hash) = TokenHash::from_hex(&hex) else { continue };
+            match self.load(&hash).await? {
+                Some(r) => out.push(r),
+                None => {
+                    let _: () = self.run(c.srem(&ukey, &hex)).await?;
+                }
+            }
+        }
+        out.sort_by_key(|r| r.created_at);
+        Ok(out)
+    }
+}
+
+fn split_prefix(url: &str) -> (String, String) {
+    let default = "latchkey:".to_owned();
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), default);
+    };
+    let mut prefix = default;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("prefix=") {
+            Some(p) => {
+                prefix = p.to_owned();
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_owned(), prefix)
+    } else {
+        (format!("{base}?{}", rest.join("&")), prefix)
+    }
+}
+
+fn record_from_hash(key: TokenHash, mut h: HashMap<String, String>) -> Option<SessionRecord> {
+    let mut take = |f: &str| h.remove(f);
+    Some(SessionRecord {
+        id: take("id")?,
+        token_hash: Some(key),
+        user_id: take("user_id")?,
+        username: take("username")?,
+        role: take("role")?,
+        created_at: take("created_at")?.parse().ok()?,
+        last_seen_at: take("last_seen_at")?.parse().ok()?,
+        expires_at: take("expires_at")?.parse().ok()?,
+        user_agent: take("user_agent").unwrap_or_default(),
+        ip: take("ip").unwrap_or_default(),
+        csrf_secret: take("csrf_secret")?,
+    })
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(&self, r: &SessionRecord) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let skey = self.session_key(&r.key());
+        let ukey = self.user_key(&r.user_id);
+        let fields = [
+            ("id", r.id.clone()),
+            ("user_id", r.user_id.clone()),
+            ("username", r.username.clone()),
+            ("role", r.role.clone()),
+            ("created_at", r.created_at.to_string()),
+            ("last_seen_at", r.last_seen_at.to_string()),
+            ("expires_at", r.expires_at.to_string()),
+            ("user_agent", r.user_agent.clone()),
+            ("ip", r.ip.clone()),
+            ("csrf_secret", r.csrf_secret.clone()),
+        ];
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(&skey, &fields)
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&skey)
+            .arg(r.expires_at)
+            .ignore()
+            .sadd(&ukey, r.key().to_hex())
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&ukey)
+            .arg(r.expires_at)
+            .arg("NX")
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&ukey)
+            .arg(r.expires_at)
+            .arg("GT")
+            .ignore();
+        self.run(pipe.query_async::<()>(&mut c)).await
+    }
+
+    async fn load(&self, key: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let h: HashMap<String, String> = self.run(c.hgetall(self.session_key(key))).await?;
+        Ok(if h.is_empty() { None } else { record_from_hash(*key, h) })
+    }
+
+    async fn touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let script = Script::new(TOUCH);
+        let mut inv = script.key(self.session_key(key));
+        inv.arg(last_seen_at).arg(expires_at).arg(format!("{}u:", self.prefix));
+        self.run(inv.invoke_async::<i64>(&mut c)).await.map(drop)
+    }
+
+    async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        // The index entry is pruned lazily by `user_sessions`.
+        self.run(c.del::<_, ()>(self.session_key(key))).await
+    }
+
+    async fn list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        self.user_sessions(user_id).await
+    }
+
+    async fn delete_user(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        let ukey = self.user_key(user_id);
+        let members: Vec<String> = self.run(c.smembers(&ukey)).await?;
+        let doomed: Vec<String> = members
+            .into_iter()
+            .filter(|hex| keep.map(|k| k.to_hex()).as_deref() != Some(hex.as_str()))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = doomed.iter().map(|h| format!("{}s:{h}", self.prefix)).collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&keys).srem(&ukey, &doomed).ignore();
+        let (n,): (u64,) = self.run(pipe.query_async(&mut c)).await?;
+        Ok(n)
+    }
+
+    async fn set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let members: Vec<String> = self.run(c.smembers(self.user_key(user_id))).await?;
+        let script = Script::new(SET_ROLE);
+        for hex in members {
+            let mut inv = script.key(format!("{}s:{hex}", self.prefix));
+            inv.arg(role);
+            self.run(inv.invoke_async::<i64>(&mut c)).await?;
+        }
+        Ok(())
+    }
+
+    async fn sweep(&self, _now: i64) -> Result<u64, StoreError> {
+        // Redis expires sessions and counters by TTL on its own.
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        self.run(redis::cmd("PING").query_async::<String>(&mut c)).await.map(drop)
+    }
+}
+
+#[async_trait]
+impl CounterStore for RedisStore {
+    async fn hit(&self, key: &str, window: Duration, slide: bool) -> Result<(u64, i64), StoreError> {
+        let mut c = self.conn().await?;
+        let script = Script::new(HIT);
+        let mut inv = script.key(format!("{}c:{key}", self.prefix));
+        inv.arg(ms(window)).arg(if slide { "1" } else { "0" });
+        let (n, ttl): (u64, i64) = self.run(inv.invoke_async(&mut c)).await?;
+        Ok((n, ttl))
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<(u64, i64)>, StoreError> {
+        let mut c = self.conn().await?;
+        let k = format!("{}c:{key}", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.get(&k).cmd("PTTL").arg(&k);
+        let (n, ttl): (Option<u64>, i64) = self.run(pipe.query_async(&mut c)).await?;
+        Ok(n.filter(|_| ttl > 0).map(|n| (n, ttl)))
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        self.run(c.del::<_, ()>(format!("{}c:{key}", self.prefix))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefix_is_split_from_the_url() {
+        assert_eq!(
+            super::split_prefix("redis://h:1/0?prefix=t1:"),
+            ("redis://h:1/0".into(), "t1:".into())
+        );
+        assert_eq!(
+            super::split_prefix("redis://h:1"),
+            ("redis://h:1".into(), "latchkey:".into())
+        );
+    }
+
+    crate::store::suite::store_suite!(async {
+        let url = crate::store::suite::redis_url()?;
+        Some(super::RedisStore::open(&url).unwrap())
+    });
+}

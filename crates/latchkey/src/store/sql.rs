@@ -1,0 +1,241 @@
+//! The SQL shared by the SQLite and PostgreSQL stores. Both accept `$N`
+//! placeholders, so one macro writes both impls and the queries cannot drift.
+
+/// Rows per sweep batch: small enough that no request waits long on the lock.
+pub(super) const SWEEP_BATCH: i64 = 500;
+
+macro_rules! sql_store_impl {
+    ($store:ty, $row:ty) => {
+        fn record_from_row(row: &$row) -> Result<SessionRecord, sqlx::Error> {
+            use sqlx::Row;
+            let hash: Vec<u8> = row.try_get("token_hash")?;
+            let token_hash = <[u8; 32]>::try_from(hash.as_slice())
+                .map(crate::session::TokenHash)
+                .map_err(|_| sqlx::Error::Decode("token_hash is not 32 bytes".into()))?;
+            Ok(SessionRecord {
+                id: row.try_get("id")?,
+                token_hash: Some(token_hash),
+                user_id: row.try_get("user_id")?,
+                username: row.try_get("username")?,
+                role: row.try_get("role")?,
+                created_at: row.try_get("created_at")?,
+                last_seen_at: row.try_get("last_seen_at")?,
+                expires_at: row.try_get("expires_at")?,
+                user_agent: row.try_get("user_agent")?,
+                ip: row.try_get("ip")?,
+                csrf_secret: row.try_get("csrf_secret")?,
+            })
+        }
+
+        #[async_trait::async_trait]
+        impl SessionStore for $store {
+            async fn create(&self, r: &SessionRecord) -> Result<(), StoreError> {
+                self.run(async {
+                    sqlx::query(
+                        "INSERT INTO latchkey_sessions (token_hash, id, user_id, username, role, \
+                         created_at, last_seen_at, expires_at, user_agent, ip, csrf_secret) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(r.key().0.to_vec())
+                    .bind(&r.id)
+                    .bind(&r.user_id)
+                    .bind(&r.username)
+                    .bind(&r.role)
+                    .bind(r.created_at)
+                    .bind(r.last_seen_at)
+                    .bind(r.expires_at)
+                    .bind(&r.user_agent)
+                    .bind(&r.ip)
+                    .bind(&r.csrf_secret)
+                    .execute(&self.pool().await?)
+                    .await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn load(&self, key: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
+                self.run(async {
+                    let row = sqlx::query("SELECT * FROM latchkey_sessions WHERE token_hash = $1")
+                        .bind(key.0.to_vec())
+                        .fetch_optional(&self.pool().await?)
+                        .await?;
+                    row.as_ref().map(record_from_row).transpose()
+                })
+                .await
+            }
+
+            async fn touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+                self.run(async {
+                    sqlx::query(
+                        "UPDATE latchkey_sessions SET last_seen_at = $2, expires_at = $3 WHERE token_hash = $1",
+                    )
+                    .bind(key.0.to_vec())
+                    .bind(last_seen_at)
+                    .bind(expires_at)
+                    .execute(&self.pool().await?)
+                    .await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
+                self.run(async {
+                    sqlx::query("DELETE FROM latchkey_sessions WHERE token_hash = $1")
+                        .bind(key.0.to_vec())
+                        .execute(&self.pool().await?)
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+                self.run(async {
+                    let rows = sqlx::query(
+                        "SELECT * FROM latchkey_sessions WHERE user_id = $1 ORDER BY created_at",
+                    )
+                    .bind(user_id)
+                    .fetch_all(&self.pool().await?)
+                    .await?;
+                    rows.iter().map(record_from_row).collect()
+                })
+                .await
+            }
+
+            async fn delete_user(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
+                let keep = keep.map(|k| k.0.to_vec()).unwrap_or_default();
+                self.run(async {
+                    let done = sqlx::query(
+                        "DELETE FROM latchkey_sessions WHERE user_id = $1 AND token_hash <> $2",
+                    )
+                    .bind(user_id)
+                    .bind(keep)
+                    .execute(&self.pool().await?)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+                .await
+            }
+
+            async fn set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {
+                self.run(async {
+                    sqlx::query("UPDATE latchkey_sessions SET role = $2 WHERE user_id = $1")
+                        .bind(user_id)
+                        .bind(role)
+                        .execute(&self.pool().await?)
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
+                let mut total = 0;
+                loop {
+                    let n = self
+                        .run(async {
+                            let done = sqlx::query(
+                                "DELETE FROM latchkey_sessions WHERE token_hash IN \
+                                 (SELECT token_hash FROM latchkey_sessions WHERE expires_at < $1 LIMIT $2)",
+                            )
+                            .bind(now)
+                            .bind(super::sql::SWEEP_BATCH)
+                            .execute(&self.pool().await?)
+                            .await?;
+                            Ok(done.rows_affected())
+                        })
+                        .await?;
+                    total += n;
+                    if n < super::sql::SWEEP_BATCH as u64 {
+                        break;
+                    }
+                    // Let requests in between batches.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                self.run(async {
+                    sqlx::query("DELETE FROM latchkey_counters WHERE expires_at < $1")
+                        .bind(now)
+                        .execute(&self.pool().await?)
+                        .await?;
+                    Ok(())
+                })
+                .await?;
+                Ok(total)
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                self.run(async {
+                    sqlx::query("SELECT 1").execute(&self.pool().await?).await?;
+                    Ok(())
+                })
+                .await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl CounterStore for $store {
+            async fn hit(&self, key: &str, window: Duration, slide: bool) -> Result<(u64, i64), StoreError> {
+                let now = now_ms();
+                let until = now + crate::session::ms(window);
+                self.run(async {
+                    use sqlx::Row;
+                    let row = sqlx::query(
+                        "INSERT INTO latchkey_counters (key, count, expires_at) VALUES ($1, 1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET \
+                         count = CASE WHEN latchkey_counters.expires_at <= $3 THEN 1 \
+                                      ELSE latchkey_counters.count + 1 END, \
+                         expires_at = CASE WHEN latchkey_counters.expires_at <= $3 OR $4 THEN $2 \
+                                      ELSE latchkey_counters.expires_at END \
+                         RETURNING count, expires_at",
+                    )
+                    .bind(key)
+                    .bind(until)
+                    .bind(now)
+                    .bind(slide)
+                    .fetch_one(&self.pool().await?)
+                    .await?;
+                    let count: i64 = row.try_get("count")?;
+                    let expires_at: i64 = row.try_get("expires_at")?;
+                    Ok((count.max(0) as u64, expires_at - now))
+                })
+                .await
+            }
+
+            async fn peek(&self, key: &str) -> Result<Option<(u64, i64)>, StoreError> {
+                let now = now_ms();
+                self.run(async {
+                    use sqlx::Row;
+                    let row = sqlx::query(
+                        "SELECT count, expires_at FROM latchkey_counters WHERE key = $1 AND expires_at > $2",
+                    )
+                    .bind(key)
+                    .bind(now)
+                    .fetch_optional(&self.pool().await?)
+                    .await?;
+                    row.map(|r| {
+                        let count: i64 = r.try_get("count")?;
+                        let expires_at: i64 = r.try_get("expires_at")?;
+                        Ok((count.max(0) as u64, expires_at - now))
+                    })
+                    .transpose()
+                })
+                .await
+            }
+
+            async fn reset(&self, key: &str) -> Result<(), StoreError> {
+                self.run(async {
+                    sqlx::query("DELETE FROM latchkey_counters WHERE key = $1")
+                        .bind(key)
+                        .execute(&self.pool().await?)
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+        }
+    };
+}
+
+pub(super) use sql_store_impl;

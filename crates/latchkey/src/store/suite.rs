@@ -1,0 +1,167 @@
+//! One behavioural suite that every store runs (`store_suite!`), plus helpers
+//! that give PostgreSQL and Redis tests their own schema or key prefix.
+
+use crate::session::{now_ms, SessionRecord, SessionToken};
+
+/// A fresh record for `user`, expiring in a minute.
+pub(crate) fn record(user: &str) -> (SessionToken, SessionRecord) {
+    let token = SessionToken::generate();
+    let now = now_ms();
+    let rec = SessionRecord {
+        id: hex::encode(crate::session::random_bytes::<16>()),
+        token_hash: Some(token.hash()),
+        user_id: user.into(),
+        username: format!("name-{user}"),
+        role: "user".into(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 60_000,
+        user_agent: "test-agent".into(),
+        ip: "127.0.0.1".into(),
+        csrf_secret: "c".repeat(43),
+    };
+    (token, rec)
+}
+
+fn unique(tag: &str) -> String {
+    format!("{tag}{}", hex::encode(crate::session::random_bytes::<6>()))
+}
+
+/// `LATCHKEY_TEST_POSTGRES_URL` with a new schema of its own, or `None`
+/// (and a loud line) when the variable is unset.
+pub(crate) async fn postgres_url() -> Option<String> {
+    let Ok(base) = std::env::var("LATCHKEY_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED: LATCHKEY_TEST_POSTGRES_URL is not set; PostgreSQL store tests did not run");
+        return None;
+    };
+    let schema = unique("lk_test_");
+    let pool = sqlx::PgPool::connect(&base).await.expect("connect to LATCHKEY_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&pool).await.unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+/// `LATCHKEY_TEST_REDIS_URL` with a key prefix of its own, or `None`.
+pub(crate) fn redis_url() -> Option<String> {
+    let Ok(base) = std::env::var("LATCHKEY_TEST_REDIS_URL") else {
+        eprintln!("SKIPPED: LATCHKEY_TEST_REDIS_URL is not set; Redis store tests did not run");
+        return None;
+    };
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}prefix={}:", unique("lk_test_")))
+}
+
+/// Writes the shared store tests into the calling module. The argument is an
+/// `async` block giving `Option<store>`; `None` skips (engine not configured).
+macro_rules! store_suite {
+    ($make:expr) => {
+        #[allow(unused_imports)]
+        use crate::store::{CounterStore as _, SessionStore as _};
+        use crate::store::suite::record;
+        use std::time::Duration;
+
+        #[tokio::test]
+        async fn create_load_delete() {
+            let Some(s) = $make.await else { return };
+            let (tok, rec) = record("u1");
+            s.create(&rec).await.unwrap();
+            let got = s.load(&tok.hash()).await.unwrap().expect("stored");
+            assert_eq!(got, rec);
+            s.delete(&tok.hash()).await.unwrap();
+            assert!(s.load(&tok.hash()).await.unwrap().is_none());
+            s.delete(&tok.hash()).await.unwrap(); // idempotent
+        }
+
+        #[tokio::test]
+        async fn unknown_key_is_none() {
+            let Some(s) = $make.await else { return };
+            let (tok, _) = record("u1");
+            assert!(s.load(&tok.hash()).await.unwrap().is_none());
+        }
+
+        #[tokio::test]
+        async fn touch_updates_times_and_never_resurrects() {
+            let Some(s) = $make.await else { return };
+            let (tok, rec) = record("u1");
+            s.create(&rec).await.unwrap();
+            s.touch(&tok.hash(), rec.last_seen_at + 5, rec.expires_at + 5).await.unwrap();
+            let got = s.load(&tok.hash()).await.unwrap().unwrap();
+            assert_eq!((got.last_seen_at, got.expires_at), (rec.last_seen_at + 5, rec.expires_at + 5));
+            s.delete(&tok.hash()).await.unwrap();
+            s.touch(&tok.hash(), rec.last_seen_at + 9, rec.expires_at + 9).await.unwrap();
+            assert!(s.load(&tok.hash()).await.unwrap().is_none());
+        }
+
+        #[tokio::test]
+        async fn per_user_listing_delete_and_role() {
+            let Some(s) = $make.await else { return };
+            let (a1, r1) = record("alice");
+            let (a2, mut r2) = record("alice");
+            r2.created_at += 1;
+            let (b1, r3) = record("bob");
+            for r in [&r1, &r2, &r3] {
+                s.create(r).await.unwrap();
+            }
+            let ids: Vec<String> = s.list_user("alice").await.unwrap().into_iter().map(|r| r.id).collect();
+            assert_eq!(ids, vec![r1.id.clone(), r2.id.clone()]);
+
+            s.set_role("alice", "admin").await.unwrap();
+            assert_eq!(s.load(&a2.hash()).await.unwrap().unwrap().role, "admin");
+            assert_eq!(s.load(&b1.hash()).await.unwrap().unwrap().role, "user");
+
+            assert_eq!(s.delete_user("alice", Some(&a1.hash())).await.unwrap(), 1);
+            assert!(s.load(&a1.hash()).await.unwrap().is_some());
+            assert!(s.load(&a2.hash()).await.unwrap().is_none());
+            assert_eq!(s.delete_user("alice", None).await.unwrap(), 1);
+            assert!(s.list_user("alice").await.unwrap().is_empty());
+            assert!(s.load(&b1.hash()).await.unwrap().is_some(), "other users untouched");
+        }
+
+        #[tokio::test]
+        async fn sweep_removes_only_expired() {
+            let Some(s) = $make.await else { return };
+            let (live, r1) = record("u1");
+            let (dead, mut r2) = record("u1");
+            r2.expires_at = r2.created_at - 1;
+            s.create(&r1).await.unwrap();
+            s.create(&r2).await.unwrap();
+            s.sweep(crate::session::now_ms()).await.unwrap();
+            assert!(s.load(&live.hash()).await.unwrap().is_some());
+            // Redis drops the expired key itself, the others by sweeping.
+            assert!(s.load(&dead.hash()).await.unwrap().map_or(true, |r| r.expires_at < r.created_at));
+        }
+
+        #[tokio::test]
+        async fn counters_count_expire_and_reset() {
+            let Some(s) = $make.await else { return };
+            let w = Duration::from_secs(60);
+            assert_eq!(s.hit("k", w, false).await.unwrap().0, 1);
+            let (n, left) = s.hit("k", w, false).await.unwrap();
+            assert_eq!(n, 2);
+            assert!(left > 0 && left <= 60_000);
+            assert_eq!(s.peek("k").await.unwrap().unwrap().0, 2);
+            assert!(s.peek("other").await.unwrap().is_none());
+            s.reset("k").await.unwrap();
+            assert!(s.peek("k").await.unwrap().is_none());
+            // A short window lapses and the count starts again.
+            s.hit("short", Duration::from_millis(300), false).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(450)).await;
+            assert!(s.peek("short").await.unwrap().is_none());
+            assert_eq!(s.hit("short", w, false).await.unwrap().0, 1);
+            // Sliding windows restart on every hit.
+            s.hit("slide", Duration::from_millis(400), true).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            s.hit("slide", Duration::from_millis(400), true).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert_eq!(s.peek("slide").await.unwrap().unwrap().0, 2);
+        }
+
+        #[tokio::test]
+        async fn ping_answers() {
+            let Some(s) = $make.await else { return };
+            s.ping().await.unwrap();
+        }
+    };
+}
+
+pub(crate) use store_suite;
