@@ -146,7 +146,10 @@ impl RequestMeta {
             .chars()
             .take(256)
             .collect();
-        Self { ip: ip.to_owned(), user_agent }
+        Self {
+            ip: ip.to_owned(),
+            user_agent,
+        }
     }
 }
 
@@ -242,7 +245,10 @@ impl Latchkey {
     /// The live session behind the request's cookie, if any. Refreshes
     /// `last_seen_at` in the background at most every
     /// [`Timeouts::touch_interval`]: the hot path does not write per request.
-    pub async fn session(&self, headers: &HeaderMap) -> Result<Option<(SessionToken, SessionRecord)>, Error> {
+    pub async fn session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<(SessionToken, SessionRecord)>, Error> {
         let Some(token) = self.0.cookies.token(headers) else {
             return Ok(None);
         };
@@ -252,7 +258,11 @@ impl Latchkey {
         };
         let now = now_ms();
         let t = self.0.config.timeouts;
-        if now >= record.expires_at.min(t.expires_at(record.created_at, record.last_seen_at)) {
+        if now
+            >= record
+                .expires_at
+                .min(t.expires_at(record.created_at, record.last_seen_at))
+        {
             let store = self.0.store.clone();
             tokio::spawn(async move { store.delete(&key).await });
             return Ok(None);
@@ -265,7 +275,13 @@ impl Latchkey {
         Ok(Some((token, record)))
     }
 
-    fn new_record(&self, user_id: String, username: String, role: String, meta: &RequestMeta) -> (SessionToken, SessionRecord) {
+    fn new_record(
+        &self,
+        user_id: String,
+        username: String,
+        role: String,
+        meta: &RequestMeta,
+    ) -> (SessionToken, SessionRecord) {
         let token = SessionToken::generate();
         let now = now_ms();
         let record = SessionRecord {
@@ -284,7 +300,11 @@ impl Latchkey {
         (token, record)
     }
 
-    async fn issue(&self, token: SessionToken, record: SessionRecord) -> Result<LoginSuccess, Error> {
+    async fn issue(
+        &self,
+        token: SessionToken,
+        record: SessionRecord,
+    ) -> Result<LoginSuccess, Error> {
         self.0.store.create(&record).await?;
         Ok(LoginSuccess {
             set_cookie: self.0.cookies.session(&token),
@@ -305,7 +325,11 @@ impl Latchkey {
         previous: Option<&SessionToken>,
     ) -> Result<LoginSuccess, LoginError> {
         let throttle = &self.0.throttle;
-        if let Some(retry_after) = throttle.blocked_for(username, &meta.ip).await.map_err(Error::from)? {
+        if let Some(retry_after) = throttle
+            .blocked_for(username, &meta.ip)
+            .await
+            .map_err(Error::from)?
+        {
             tracing::warn!(target: "latchkey::audit", event = "login_throttled", username, ip = %meta.ip, retry_after = retry_after.as_secs());
             return Err(LoginError::Throttled { retry_after });
         }
@@ -319,18 +343,33 @@ impl Latchkey {
             .verify(password, user.as_ref().map(|u| u.password_hash()))
             .await?;
         let Some(user) = user.filter(|_| ok) else {
-            throttle.failed(username, &meta.ip).await.map_err(Error::from)?;
+            throttle
+                .failed(username, &meta.ip)
+                .await
+                .map_err(Error::from)?;
             tracing::warn!(target: "latchkey::audit", event = "login_failed", username, ip = %meta.ip);
             return Err(LoginError::InvalidCredentials);
         };
-        throttle.succeeded(username, &meta.ip).await.map_err(Error::from)?;
+        throttle
+            .succeeded(username, &meta.ip)
+            .await
+            .map_err(Error::from)?;
         if self.0.hasher.needs_rehash(user.password_hash()) {
             self.rehash(backend, &user, password).await;
         }
         if let Some(previous) = previous {
-            self.0.store.delete(&previous.hash()).await.map_err(Error::from)?;
+            self.0
+                .store
+                .delete(&previous.hash())
+                .await
+                .map_err(Error::from)?;
         }
-        let (token, record) = self.new_record(user.id(), user.username().to_owned(), user.role().to_owned(), meta);
+        let (token, record) = self.new_record(
+            user.id(),
+            user.username().to_owned(),
+            user.role().to_owned(),
+            meta,
+        );
         let done = self.issue(token, record).await?;
         tracing::info!(target: "latchkey::audit", event = "login", username, ip = %meta.ip, session = %done.record.id);
         Ok(done)
@@ -338,13 +377,20 @@ impl Latchkey {
 
     async fn rehash<B: UserBackend>(&self, backend: &B, user: &B::User, password: &str) {
         let result = match self.0.hasher.hash(password).await {
-            Ok(hash) => backend.set_password_hash(&user.id(), &hash).await.map_err(|e| e.to_string()),
+            Ok(hash) => backend
+                .set_password_hash(&user.id(), &hash)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(()) => tracing::info!(target: "latchkey::audit", event = "password_rehashed", username = user.username()),
+            Ok(()) => {
+                tracing::info!(target: "latchkey::audit", event = "password_rehashed", username = user.username())
+            }
             // The login still succeeds; the upgrade is retried next time.
-            Err(e) => tracing::warn!(username = user.username(), error = %e, "password hash upgrade failed"),
+            Err(e) => {
+                tracing::warn!(username = user.username(), error = %e, "password hash upgrade failed")
+            }
         }
     }
 
@@ -376,14 +422,20 @@ impl Latchkey {
             .await?
             .into_iter()
             .find(|r| crate::csrf::secrets_equal(&r.id, id));
-        let Some(record) = found else { return Ok(false) };
+        let Some(record) = found else {
+            return Ok(false);
+        };
         self.0.store.delete(&record.key()).await?;
         tracing::info!(target: "latchkey::audit", event = "session_revoked", username = %record.username, session = %record.id);
         Ok(true)
     }
 
     /// Ends every session of `user_id` except `keep`.
-    pub async fn end_user_sessions(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, Error> {
+    pub async fn end_user_sessions(
+        &self,
+        user_id: &str,
+        keep: Option<&TokenHash>,
+    ) -> Result<u64, Error> {
         let n = self.0.store.delete_user(user_id, keep).await?;
         tracing::info!(target: "latchkey::audit", event = "sessions_ended", user_id, count = n);
         Ok(n)
@@ -408,7 +460,12 @@ impl Latchkey {
         meta: &RequestMeta,
     ) -> Result<LoginSuccess, PasswordChangeError> {
         let throttle = &self.0.throttle;
-        if throttle.blocked_for(&current.username, &meta.ip).await.map_err(Error::from)?.is_some() {
+        if throttle
+            .blocked_for(&current.username, &meta.ip)
+            .await
+            .map_err(Error::from)?
+            .is_some()
+        {
             return Err(PasswordChangeError::WrongPassword);
         }
         let user = backend
@@ -422,7 +479,10 @@ impl Latchkey {
             .verify(current_password, user.as_ref().map(|u| u.password_hash()))
             .await?;
         let Some(user) = user.filter(|_| ok) else {
-            throttle.failed(&current.username, &meta.ip).await.map_err(Error::from)?;
+            throttle
+                .failed(&current.username, &meta.ip)
+                .await
+                .map_err(Error::from)?;
             tracing::warn!(target: "latchkey::audit", event = "password_change_failed", username = %current.username, ip = %meta.ip);
             return Err(PasswordChangeError::WrongPassword);
         };
@@ -436,14 +496,57 @@ impl Latchkey {
             .set_password_hash(&user.id(), &hash)
             .await
             .map_err(|e| Error::Backend(e.to_string()))?;
-        self.0.store.delete_user(&user.id(), None).await.map_err(Error::from)?;
-        let (token, mut record) = self.new_record(user.id(), user.username().to_owned(), user.role().to_owned(), meta);
+        self.0
+            .store
+            .delete_user(&user.id(), None)
+            .await
+            .map_err(Error::from)?;
+        let (token, mut record) = self.new_record(
+            user.id(),
+            user.username().to_owned(),
+            user.role().to_owned(),
+            meta,
+        );
         record.id = current.id.clone();
         record.created_at = current.created_at;
-        record.expires_at = self.0.config.timeouts.expires_at(record.created_at, record.last_seen_at);
+        record.expires_at = self
+            .0
+            .config
+            .timeouts
+            .expires_at(record.created_at, record.last_seen_at);
         let done = self.issue(token, record).await?;
         tracing::info!(target: "latchkey::audit", event = "password_changed", username = user.username(), ip = %meta.ip, session = %done.record.id);
         Ok(done)
+    }
+
+    /// The CSRF token an HTML form must carry: the session's when signed
+    /// in, else one bound (by HMAC with the server key) to a pre-session
+    /// cookie; the second value is that cookie's `Set-Cookie` when the
+    /// request lacked one.
+    pub fn form_token(
+        &self,
+        headers: &HeaderMap,
+        user: Option<&crate::CurrentUser>,
+    ) -> (String, Option<HeaderValue>) {
+        if let Some(user) = user {
+            return (user.csrf_token().to_owned(), None);
+        }
+        let cookies = &self.0.cookies;
+        let existing = cookies
+            .pre_session_value(headers)
+            .filter(|v| SessionToken::parse(v).is_some());
+        let (value, set) = match existing {
+            Some(v) => (v, None),
+            None => {
+                let v = SessionToken::generate().as_str().to_owned();
+                let set = cookies.pre_session(&v);
+                (v, Some(set))
+            }
+        };
+        (
+            crate::csrf::pre_session_token(&self.0.config.key, &value),
+            set,
+        )
     }
 
     /// Whether the store answers (for readiness probes).
@@ -455,7 +558,8 @@ impl Latchkey {
     /// batches, every tenth of the idle timeout (1 s to 60 s).
     pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
         let store = self.0.store.clone();
-        let every = (self.0.config.timeouts.idle() / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let every = (self.0.config.timeouts.idle() / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -479,7 +583,13 @@ mod tests {
     fn forwarded_for_is_read_right_to_left_past_trusted_proxies() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.1"));
-        assert_eq!(forwarded_client(&h, &[proxy]), Some("1.2.3.4".parse().unwrap()));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.1"),
+        );
+        assert_eq!(
+            forwarded_client(&h, &[proxy]),
+            Some("1.2.3.4".parse().unwrap())
+        );
     }
 }

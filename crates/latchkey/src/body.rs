@@ -34,7 +34,13 @@ fn kind(headers: &HeaderMap, body: &[u8]) -> Result<Kind, Response> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     match ctype.as_deref() {
         Some("application/json") => Ok(Kind::Json),
         Some(c) if c.starts_with("application/") && c.ends_with("+json") => Ok(Kind::Json),
@@ -49,9 +55,17 @@ fn kind(headers: &HeaderMap, body: &[u8]) -> Result<Kind, Response> {
 
 /// Decodes form pairs, refusing bad percent-encoding into non-UTF-8.
 fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, Response> {
-    let bad = || detail(StatusCode::BAD_REQUEST, "Malformed form body: it must be UTF-8 form-urlencoded.");
+    let bad = || {
+        detail(
+            StatusCode::BAD_REQUEST,
+            "Malformed form body: it must be UTF-8 form-urlencoded.",
+        )
+    };
     let decode = |s: &[u8]| -> Result<String, Response> {
-        let plus: Vec<u8> = s.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        let plus: Vec<u8> = s
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
         let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
         String::from_utf8(bytes).map_err(|_| bad())
     };
@@ -71,7 +85,10 @@ fn is_browser(headers: &HeaderMap) -> bool {
 }
 
 fn missing_field(e: impl std::fmt::Display) -> Response {
-    detail(StatusCode::UNPROCESSABLE_ENTITY, &format!("Invalid body: {e}"))
+    detail(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &format!("Invalid body: {e}"),
+    )
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
@@ -79,7 +96,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
-        let too_big = || detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large: the limit is 64 KiB.");
+        let too_big = || {
+            detail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large: the limit is 64 KiB.",
+            )
+        };
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -101,7 +123,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
             Kind::Json => match serde_json::from_slice(&bytes) {
                 Ok(v) => Ok(Input(v)),
                 Err(e) if e.is_data() => Err(missing_field(e)),
-                Err(e) => Err(detail(StatusCode::BAD_REQUEST, &format!("Malformed JSON: {e}"))),
+                Err(e) => Err(detail(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Malformed JSON: {e}"),
+                )),
             },
             Kind::Form => {
                 let pairs = form_pairs(&bytes)?;
@@ -109,9 +134,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
                     check_form_token(&mut parts, state, &pairs).await?;
                 }
                 let encoded = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-                serde_urlencoded::from_str(&encoded).map(Input).map_err(missing_field)
+                serde_urlencoded::from_str(&encoded)
+                    .map(Input)
+                    .map_err(missing_field)
             }
-            Kind::Empty => serde_urlencoded::from_str("").map(Input).map_err(missing_field),
+            Kind::Empty => serde_urlencoded::from_str("")
+                .map(Input)
+                .map_err(missing_field),
         }
     }
 }
@@ -121,7 +150,12 @@ async fn check_form_token<S: Send + Sync>(
     state: &S,
     pairs: &[(String, String)],
 ) -> Result<(), Response> {
-    let refused = || detail(StatusCode::FORBIDDEN, "Missing or invalid CSRF token: reload the form and try again.");
+    let refused = || {
+        detail(
+            StatusCode::FORBIDDEN,
+            "Missing or invalid CSRF token: reload the form and try again.",
+        )
+    };
     let submitted = pairs
         .iter()
         .find(|(k, _)| k == crate::csrf::FORM_FIELD)
@@ -153,7 +187,13 @@ mod tests {
     #[test]
     fn form_pairs_decode_and_refuse_non_utf8() {
         let p = form_pairs(b"username=al+ice&password=p%C3%A9").unwrap();
-        assert_eq!(p, vec![("username".into(), "al ice".into()), ("password".into(), "pé".into())]);
+        assert_eq!(
+            p,
+            vec![
+                ("username".into(), "al ice".into()),
+                ("password".into(), "pé".into())
+            ]
+        );
         assert!(form_pairs(b"username=%FF%FE").is_err());
     }
 }

@@ -67,7 +67,9 @@ impl CookieConfig {
 
     /// The pre-session CSRF cookie's value, if present.
     pub fn pre_session_value(&self, headers: &HeaderMap) -> Option<String> {
-        cookie_values(headers, &self.csrf_name).next().map(str::to_owned)
+        cookie_values(headers, &self.csrf_name)
+            .next()
+            .map(str::to_owned)
     }
 }
 
@@ -95,7 +97,13 @@ mod tests {
         let t = SessionToken::generate();
         let v = c.session(&t).to_str().unwrap().to_owned();
         assert!(v.starts_with(&format!("__Host-latchkey={}", t.as_str())));
-        for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=28800"] {
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Max-Age=28800",
+        ] {
             assert!(v.contains(attr), "{v} lacks {attr}");
         }
         assert!(!v.contains("Domain"));
@@ -104,7 +112,11 @@ mod tests {
     #[test]
     fn dev_cookie_is_plain_and_not_secure() {
         let c = CookieConfig::new(false, Duration::from_secs(60));
-        let v = c.session(&SessionToken::generate()).to_str().unwrap().to_owned();
+        let v = c
+            .session(&SessionToken::generate())
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(v.starts_with("latchkey="));
         assert!(!v.contains("Secure"));
     }
@@ -114,11 +126,20 @@ mod tests {
         let c = CookieConfig::new(true, Duration::from_secs(60));
         let t = SessionToken::generate();
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=b; __Host-latchkey=junk"));
-        h.append(header::COOKIE, HeaderValue::from_str(&format!("x=y; __Host-latchkey={}", t.as_str())).unwrap());
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; __Host-latchkey=junk"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("x=y; __Host-latchkey={}", t.as_str())).unwrap(),
+        );
         assert_eq!(c.token(&h), Some(t));
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("__Host-latchkey=;;;=;"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-latchkey=;;;=;"),
+        );
         assert_eq!(c.token(&h), None);
     }
 }

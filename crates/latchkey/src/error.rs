@@ -63,18 +63,24 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         // The reason goes to the log, not to the client.
         tracing::error!(error = %self, "failing closed");
-        detail(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable: a store did not answer. Try again shortly.")
+        detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable: a store did not answer. Try again shortly.",
+        )
     }
 }
 
 impl IntoResponse for LoginError {
     fn into_response(self) -> Response {
         match self {
-            LoginError::InvalidCredentials => detail(StatusCode::UNAUTHORIZED, "Invalid credentials"),
+            LoginError::InvalidCredentials => {
+                detail(StatusCode::UNAUTHORIZED, "Invalid credentials")
+            }
             LoginError::Throttled { retry_after } => {
                 let secs = retry_after.as_secs().max(1);
                 let mut res = detail(StatusCode::TOO_MANY_REQUESTS, &self.to_string());
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 res
             }
             LoginError::Unavailable(e) => e.into_response(),
@@ -85,7 +91,9 @@ impl IntoResponse for LoginError {
 impl IntoResponse for PasswordChangeError {
     fn into_response(self) -> Response {
         match self {
-            PasswordChangeError::WrongPassword => detail(StatusCode::FORBIDDEN, "Invalid credentials"),
+            PasswordChangeError::WrongPassword => {
+                detail(StatusCode::FORBIDDEN, "Invalid credentials")
+            }
             PasswordChangeError::Rejected(why) => detail(StatusCode::UNPROCESSABLE_ENTITY, &why),
             PasswordChangeError::Unavailable(e) => e.into_response(),
         }

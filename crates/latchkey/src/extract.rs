@@ -105,7 +105,11 @@ async fn lookup(parts: &mut Parts) -> Result<Option<CurrentUser>, AuthRejection>
     if let Some(cached) = parts.extensions.get::<Option<CurrentUser>>() {
         return Ok(cached.clone());
     }
-    let auth = parts.extensions.get::<Latchkey>().cloned().ok_or(AuthRejection::MissingLayer)?;
+    let auth = parts
+        .extensions
+        .get::<Latchkey>()
+        .cloned()
+        .ok_or(AuthRejection::MissingLayer)?;
     let found = auth
         .session(&parts.headers)
         .await
@@ -119,9 +123,15 @@ fn login_redirect(parts: &Parts) -> Option<String> {
     if parts.method != axum::http::Method::GET || !wants_html(&parts.headers) {
         return None;
     }
-    let login = parts.extensions.get::<Latchkey>()?.config().login_path.clone();
+    let login = parts
+        .extensions
+        .get::<Latchkey>()?
+        .config()
+        .login_path
+        .clone();
     let next = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let next: String = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC).collect();
+    let next: String =
+        percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC).collect();
     Some(format!("{login}?next={next}"))
 }
 
@@ -129,9 +139,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        lookup(parts).await?.ok_or_else(|| AuthRejection::Unauthenticated {
-            redirect: login_redirect(parts),
-        })
+        lookup(parts)
+            .await?
+            .ok_or_else(|| AuthRejection::Unauthenticated {
+                redirect: login_redirect(parts),
+            })
     }
 }
 
@@ -163,7 +175,7 @@ impl Role for Admin {
 
 /// A signed-in user with role `R`; others get 403, signed-out requests 401.
 #[derive(Debug)]
-pub struct RequireRole<R: Role>(pub CurrentUser, PhantomData<R>);
+pub struct RequireRole<R: Role>(pub CurrentUser, pub PhantomData<R>);
 
 impl<S: Send + Sync, R: Role> FromRequestParts<S> for RequireRole<R> {
     type Rejection = AuthRejection;

@@ -48,8 +48,9 @@ pub struct LatchkeyService<S> {
 }
 
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000; includeSubDomains");
-const CSP: HeaderValue =
-    HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'");
+const CSP: HeaderValue = HeaderValue::from_static(
+    "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+);
 
 impl<S> Service<Request> for LatchkeyService<S>
 where
@@ -73,9 +74,16 @@ where
             let h = res.headers_mut();
             // Session answers must never sit in a shared or back-button cache;
             // routes that serve static assets set their own Cache-Control.
-            h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
-            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-            h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+            h.entry(header::CACHE_CONTROL)
+                .or_insert(HeaderValue::from_static("no-store"));
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            );
             h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
             let html = h
                 .get(header::CONTENT_TYPE)

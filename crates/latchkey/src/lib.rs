@@ -27,7 +27,7 @@ mod auth;
 pub mod body;
 pub mod cookie;
 pub mod csrf;
-mod error;
+pub mod error;
 pub mod extract;
 mod layer;
 pub mod password;

@@ -73,7 +73,10 @@ impl PasswordHasher {
         self.params
     }
 
-    async fn blocking<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
         let _permit = self
             .permits
             .acquire()
@@ -181,7 +184,10 @@ impl PasswordPolicy {
             ));
         }
         if chars > self.max_chars {
-            return Err(format!("Password too long: use at most {} characters.", self.max_chars));
+            return Err(format!(
+                "Password too long: use at most {} characters.",
+                self.max_chars
+            ));
         }
         let mut inputs: Vec<&str> = self.context.iter().map(String::as_str).collect();
         inputs.push(username);
@@ -205,7 +211,14 @@ mod tests {
     use super::*;
 
     fn fast() -> PasswordHasher {
-        PasswordHasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 2)
+        PasswordHasher::new(
+            HashParams {
+                memory_kib: 1024,
+                iterations: 1,
+                parallelism: 1,
+            },
+            2,
+        )
     }
 
     #[tokio::test]
@@ -213,8 +226,14 @@ mod tests {
         let h = fast();
         let hash = h.hash("correct horse battery staple").await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(h.verify("correct horse battery staple", Some(&hash)).await.unwrap());
-        assert!(!h.verify("correct horse battery stapl", Some(&hash)).await.unwrap());
+        assert!(h
+            .verify("correct horse battery staple", Some(&hash))
+            .await
+            .unwrap());
+        assert!(!h
+            .verify("correct horse battery stapl", Some(&hash))
+            .await
+            .unwrap());
         assert!(!h.verify("anything", None).await.unwrap());
         assert!(!h.verify("x", Some("not a hash")).await.unwrap());
     }
@@ -232,14 +251,35 @@ mod tests {
     #[test]
     fn policy_follows_nist() {
         let p = PasswordPolicy::default();
-        assert!(p.check("alice", "short").unwrap_err().contains("at least 15"));
-        assert!(p.check("alice", "passwordpassword").unwrap_err().contains("guessable"));
-        assert!(p.check("alice", "alicealice123456").is_err(), "built on the username");
-        assert!(p.check("bob", "latchkeylatchkey1").is_err(), "built on the service name");
-        assert!(p.check("alice", "tangerine orbit kayak murmur").is_ok(), "spaces welcome");
-        assert!(p.check("alice", "ключ-замок-рыба-небо").is_ok(), "unicode welcome");
+        assert!(p
+            .check("alice", "short")
+            .unwrap_err()
+            .contains("at least 15"));
+        assert!(p
+            .check("alice", "passwordpassword")
+            .unwrap_err()
+            .contains("guessable"));
+        assert!(
+            p.check("alice", "alicealice123456").is_err(),
+            "built on the username"
+        );
+        assert!(
+            p.check("bob", "latchkeylatchkey1").is_err(),
+            "built on the service name"
+        );
+        assert!(
+            p.check("alice", "tangerine orbit kayak murmur").is_ok(),
+            "spaces welcome"
+        );
+        assert!(
+            p.check("alice", "ключ-замок-рыба-небо").is_ok(),
+            "unicode welcome"
+        );
         let long: String = "Zq9!vR3#mK7pL2@x".repeat(16);
         assert!(p.check("alice", &long).is_ok(), "256 characters accepted");
-        assert!(p.check("alice", &"Zq9!vR3#mK7pL2@x".repeat(70)).unwrap_err().contains("too long"));
+        assert!(p
+            .check("alice", &"Zq9!vR3#mK7pL2@x".repeat(70))
+            .unwrap_err()
+            .contains("too long"));
     }
 }

@@ -191,7 +191,13 @@ mod tests {
 
     #[test]
     fn hostile_cookie_values_are_refused() {
-        for bad in ["", "short", &"a".repeat(44), &format!("{}=", "a".repeat(42)), "é"] {
+        for bad in [
+            "",
+            "short",
+            &"a".repeat(44),
+            &format!("{}=", "a".repeat(42)),
+            "é",
+        ] {
             assert!(SessionToken::parse(bad).is_none(), "{bad:?}");
         }
     }

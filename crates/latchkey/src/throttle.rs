@@ -86,7 +86,11 @@ impl Throttle {
     }
 
     /// `Some(wait)` when an attempt for `username` from `ip` must be refused now.
-    pub async fn blocked_for(&self, username: &str, ip: &str) -> Result<Option<Duration>, StoreError> {
+    pub async fn blocked_for(
+        &self,
+        username: &str,
+        ip: &str,
+    ) -> Result<Option<Duration>, StoreError> {
         let keys = Keys::new(username, ip);
         let c = &self.config;
         let ms = |n: i64| Duration::from_millis(n.max(1000) as u64);
@@ -109,7 +113,9 @@ impl Throttle {
                 let delay = Duration::from_secs(1u64 << doublings).min(c.max_delay);
                 // The account counter slides: its age since the last failure
                 // is the window minus what is left.
-                let since = c.account_window.saturating_sub(Duration::from_millis(left.max(0) as u64));
+                let since = c
+                    .account_window
+                    .saturating_sub(Duration::from_millis(left.max(0) as u64));
                 if since < delay {
                     return Ok(Some((delay - since).max(Duration::from_secs(1))));
                 }
@@ -124,7 +130,9 @@ impl Throttle {
         let c = &self.config;
         self.counters.hit(&keys.user_addr, c.window, false).await?;
         self.counters.hit(&keys.addr, c.window, false).await?;
-        self.counters.hit(&keys.account, c.account_window, true).await?;
+        self.counters
+            .hit(&keys.account, c.account_window, true)
+            .await?;
         Ok(())
     }
 
@@ -152,7 +160,11 @@ mod tests {
             assert!(t.blocked_for("alice", "10.0.0.1").await.unwrap().is_none());
             t.failed("alice", "10.0.0.1").await.unwrap();
         }
-        let wait = t.blocked_for("alice", "10.0.0.1").await.unwrap().expect("blocked");
+        let wait = t
+            .blocked_for("alice", "10.0.0.1")
+            .await
+            .unwrap()
+            .expect("blocked");
         assert!(wait <= Duration::from_secs(15 * 60) && wait >= Duration::from_secs(14 * 60));
         assert!(t.blocked_for("alice", "10.0.0.2").await.unwrap().is_none());
         assert!(t.blocked_for("bob", "10.0.0.1").await.unwrap().is_none());
@@ -162,26 +174,49 @@ mod tests {
 
     #[tokio::test]
     async fn one_address_spraying_many_users_is_blocked() {
-        let t = throttle(ThrottleConfig { per_address: 10, ..Default::default() });
+        let t = throttle(ThrottleConfig {
+            per_address: 10,
+            ..Default::default()
+        });
         for i in 0..10 {
             t.failed(&format!("user{i}"), "10.0.0.9").await.unwrap();
         }
-        assert!(t.blocked_for("someone-new", "10.0.0.9").await.unwrap().is_some());
-        assert!(t.blocked_for("someone-new", "10.0.0.8").await.unwrap().is_none());
+        assert!(t
+            .blocked_for("someone-new", "10.0.0.9")
+            .await
+            .unwrap()
+            .is_some());
+        assert!(t
+            .blocked_for("someone-new", "10.0.0.8")
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
     async fn account_delay_grows_and_hard_stop_holds_across_addresses() {
-        let t = throttle(ThrottleConfig { account_delay_after: 3, account_hard_limit: 6, ..Default::default() });
+        let t = throttle(ThrottleConfig {
+            account_delay_after: 3,
+            account_hard_limit: 6,
+            ..Default::default()
+        });
         for i in 0..3 {
             t.failed("carol", &format!("10.1.0.{i}")).await.unwrap();
         }
-        let first = t.blocked_for("carol", "10.2.0.1").await.unwrap().expect("delayed");
+        let first = t
+            .blocked_for("carol", "10.2.0.1")
+            .await
+            .unwrap()
+            .expect("delayed");
         assert!(first <= Duration::from_secs(1));
         for i in 3..6 {
             t.failed("carol", &format!("10.1.0.{i}")).await.unwrap();
         }
-        let hard = t.blocked_for("carol", "10.3.0.1").await.unwrap().expect("hard stop");
+        let hard = t
+            .blocked_for("carol", "10.3.0.1")
+            .await
+            .unwrap()
+            .expect("hard stop");
         assert!(hard > Duration::from_secs(3600));
         t.succeeded("carol", "10.3.0.1").await.unwrap();
         assert!(t.blocked_for("carol", "10.3.0.1").await.unwrap().is_none());

@@ -79,7 +79,12 @@ impl SessionStore for MemoryStore {
         Ok(read!(self.sessions).by_key.get(key).cloned())
     }
 
-    async fn touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+    async fn touch(
+        &self,
+        key: &TokenHash,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         if let Some(r) = write!(self.sessions).by_key.get_mut(key) {
             r.last_seen_at = last_seen_at;
             r.expires_at = expires_at;
@@ -103,7 +108,11 @@ impl SessionStore for MemoryStore {
         Ok(out)
     }
 
-    async fn delete_user(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
+    async fn delete_user(
+        &self,
+        user_id: &str,
+        keep: Option<&TokenHash>,
+    ) -> Result<u64, StoreError> {
         let mut s = write!(self.sessions);
         let mut n = 0;
         for key in s.user_keys(user_id) {
@@ -150,7 +159,12 @@ impl SessionStore for MemoryStore {
 
 #[async_trait]
 impl CounterStore for MemoryStore {
-    async fn hit(&self, key: &str, window: Duration, slide: bool) -> Result<(u64, i64), StoreError> {
+    async fn hit(
+        &self,
+        key: &str,
+        window: Duration,
+        slide: bool,
+    ) -> Result<(u64, i64), StoreError> {
         let now = now_ms();
         let mut c = write!(self.counters);
         let entry = c.entry(key.to_owned()).or_insert((0, 0));

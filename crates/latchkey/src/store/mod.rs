@@ -41,7 +41,9 @@ pub enum StoreError {
         reason: String,
     },
     /// A URL this crate cannot open.
-    #[error("unsupported store URL {0:?}: use memory, sqlite://PATH, postgres://... or redis://...")]
+    #[error(
+        "unsupported store URL {0:?}: use memory, sqlite://PATH, postgres://... or redis://..."
+    )]
     BadUrl(String),
 }
 
@@ -54,8 +56,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The session filed under `key`, if any (expired or not: the caller checks).
     async fn load(&self, key: &TokenHash) -> Result<Option<SessionRecord>, StoreError>;
     /// Records activity: new `last_seen_at` and `expires_at`.
-    async fn touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64)
-        -> Result<(), StoreError>;
+    async fn touch(
+        &self,
+        key: &TokenHash,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
     /// Ends one session. Deleting a missing one is not an error.
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError>;
     /// All sessions of one user (live or not yet swept).
@@ -105,6 +111,17 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Ok(Arc::new(RedisStore::open(url)?))
     } else {
         Err(StoreError::BadUrl(url.to_owned()))
+    }
+}
+
+/// A store URL for logs: the kind and address, never credentials.
+pub fn describe(url: &str) -> String {
+    match url.split_once("://") {
+        Some((kind, _)) if kind.starts_with("sqlite") => {
+            format!("sqlite {}", url.trim_start_matches("sqlite://"))
+        }
+        Some((kind, _)) => format!("{kind} {}", redact_url(url)),
+        None => url.to_owned(),
     }
 }
 

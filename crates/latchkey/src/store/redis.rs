@@ -111,7 +111,9 @@ impl RedisStore {
         let members: Vec<String> = self.run(c.smembers(&ukey)).await?;
         let mut out = Vec::new();
         for hex in members {
-            let Some(hash) = TokenHash::from_hex(&hex) else { continue };
+            let Some(hash) = TokenHash::from_hex(&hex) else {
+                continue;
+            };
             match self.load(&hash).await? {
                 Some(r) => out.push(r),
                 None => {
@@ -208,14 +210,25 @@ impl SessionStore for RedisStore {
     async fn load(&self, key: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
         let mut c = self.conn().await?;
         let h: HashMap<String, String> = self.run(c.hgetall(self.session_key(key))).await?;
-        Ok(if h.is_empty() { None } else { record_from_hash(*key, h) })
+        Ok(if h.is_empty() {
+            None
+        } else {
+            record_from_hash(*key, h)
+        })
     }
 
-    async fn touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+    async fn touch(
+        &self,
+        key: &TokenHash,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let script = Script::new(TOUCH);
         let mut inv = script.key(self.session_key(key));
-        inv.arg(last_seen_at).arg(expires_at).arg(format!("{}u:", self.prefix));
+        inv.arg(last_seen_at)
+            .arg(expires_at)
+            .arg(format!("{}u:", self.prefix));
         self.run(inv.invoke_async::<i64>(&mut c)).await.map(drop)
     }
 
@@ -229,7 +242,11 @@ impl SessionStore for RedisStore {
         self.user_sessions(user_id).await
     }
 
-    async fn delete_user(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
+    async fn delete_user(
+        &self,
+        user_id: &str,
+        keep: Option<&TokenHash>,
+    ) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
         let ukey = self.user_key(user_id);
         let members: Vec<String> = self.run(c.smembers(&ukey)).await?;
@@ -240,7 +257,10 @@ impl SessionStore for RedisStore {
         if doomed.is_empty() {
             return Ok(0);
         }
-        let keys: Vec<String> = doomed.iter().map(|h| format!("{}s:{h}", self.prefix)).collect();
+        let keys: Vec<String> = doomed
+            .iter()
+            .map(|h| format!("{}s:{h}", self.prefix))
+            .collect();
         let mut pipe = redis::pipe();
         pipe.atomic().del(&keys).srem(&ukey, &doomed).ignore();
         let (n,): (u64,) = self.run(pipe.query_async(&mut c)).await?;
@@ -266,13 +286,20 @@ impl SessionStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        self.run(redis::cmd("PING").query_async::<String>(&mut c)).await.map(drop)
+        self.run(redis::cmd("PING").query_async::<String>(&mut c))
+            .await
+            .map(drop)
     }
 }
 
 #[async_trait]
 impl CounterStore for RedisStore {
-    async fn hit(&self, key: &str, window: Duration, slide: bool) -> Result<(u64, i64), StoreError> {
+    async fn hit(
+        &self,
+        key: &str,
+        window: Duration,
+        slide: bool,
+    ) -> Result<(u64, i64), StoreError> {
         let mut c = self.conn().await?;
         let script = Script::new(HIT);
         let mut inv = script.key(format!("{}c:{key}", self.prefix));
@@ -292,7 +319,8 @@ impl CounterStore for RedisStore {
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        self.run(c.del::<_, ()>(format!("{}c:{key}", self.prefix))).await
+        self.run(c.del::<_, ()>(format!("{}c:{key}", self.prefix)))
+            .await
     }
 }
 

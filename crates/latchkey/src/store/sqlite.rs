@@ -4,7 +4,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 
 use super::{sql::sql_store_impl, CounterStore, SessionStore, StoreError};
 use crate::session::{now_ms, SessionRecord, TokenHash};
@@ -21,7 +24,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database at `sqlite://PATH` and its tables.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let label = format!("sqlite {}", url.trim_start_matches("sqlite://").trim_start_matches("sqlite:"));
+        let label = format!(
+            "sqlite {}",
+            url.trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:")
+        );
         let fail = |e: sqlx::Error| StoreError::Unavailable {
             store: label.clone(),
             reason: e.to_string(),
@@ -39,7 +46,10 @@ impl SqliteStore {
     /// Wraps a pool the app already has (the tables are created on `open`
     /// only; call [`SqliteStore::open`] once, or run `schema/sqlite.sql`).
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool, label: "sqlite".into() }
+        Self {
+            pool,
+            label: "sqlite".into(),
+        }
     }
 
     async fn pool(&self) -> Result<SqlitePool, sqlx::Error> {
@@ -75,7 +85,10 @@ sql_store_impl!(SqliteStore, SqliteRow);
 #[cfg(test)]
 mod tests {
     crate::store::suite::store_suite!(async {
-        let dir = std::env::temp_dir().join(format!("latchkey-test-{}", crate::session::SessionToken::generate().as_str()));
+        let dir = std::env::temp_dir().join(format!(
+            "latchkey-test-{}",
+            crate::session::SessionToken::generate().as_str()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("s.db").display());
         Some(super::SqliteStore::open(&url).await.unwrap())

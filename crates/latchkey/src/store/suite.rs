@@ -31,12 +31,19 @@ fn unique(tag: &str) -> String {
 /// (and a loud line) when the variable is unset.
 pub(crate) async fn postgres_url() -> Option<String> {
     let Ok(base) = std::env::var("LATCHKEY_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED: LATCHKEY_TEST_POSTGRES_URL is not set; PostgreSQL store tests did not run");
+        eprintln!(
+            "SKIPPED: LATCHKEY_TEST_POSTGRES_URL is not set; PostgreSQL store tests did not run"
+        );
         return None;
     };
     let schema = unique("lk_test_");
-    let pool = sqlx::PgPool::connect(&base).await.expect("connect to LATCHKEY_TEST_POSTGRES_URL");
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&pool).await.unwrap();
+    let pool = sqlx::PgPool::connect(&base)
+        .await
+        .expect("connect to LATCHKEY_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
@@ -55,9 +62,9 @@ pub(crate) fn redis_url() -> Option<String> {
 /// `async` block giving `Option<store>`; `None` skips (engine not configured).
 macro_rules! store_suite {
     ($make:expr) => {
+        use crate::store::suite::record;
         #[allow(unused_imports)]
         use crate::store::{CounterStore as _, SessionStore as _};
-        use crate::store::suite::record;
         use std::time::Duration;
 
         #[tokio::test]
@@ -84,11 +91,18 @@ macro_rules! store_suite {
             let Some(s) = $make.await else { return };
             let (tok, rec) = record("u1");
             s.create(&rec).await.unwrap();
-            s.touch(&tok.hash(), rec.last_seen_at + 5, rec.expires_at + 5).await.unwrap();
+            s.touch(&tok.hash(), rec.last_seen_at + 5, rec.expires_at + 5)
+                .await
+                .unwrap();
             let got = s.load(&tok.hash()).await.unwrap().unwrap();
-            assert_eq!((got.last_seen_at, got.expires_at), (rec.last_seen_at + 5, rec.expires_at + 5));
+            assert_eq!(
+                (got.last_seen_at, got.expires_at),
+                (rec.last_seen_at + 5, rec.expires_at + 5)
+            );
             s.delete(&tok.hash()).await.unwrap();
-            s.touch(&tok.hash(), rec.last_seen_at + 9, rec.expires_at + 9).await.unwrap();
+            s.touch(&tok.hash(), rec.last_seen_at + 9, rec.expires_at + 9)
+                .await
+                .unwrap();
             assert!(s.load(&tok.hash()).await.unwrap().is_none());
         }
 
@@ -102,7 +116,13 @@ macro_rules! store_suite {
             for r in [&r1, &r2, &r3] {
                 s.create(r).await.unwrap();
             }
-            let ids: Vec<String> = s.list_user("alice").await.unwrap().into_iter().map(|r| r.id).collect();
+            let ids: Vec<String> = s
+                .list_user("alice")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
             assert_eq!(ids, vec![r1.id.clone(), r2.id.clone()]);
 
             s.set_role("alice", "admin").await.unwrap();
@@ -114,7 +134,10 @@ macro_rules! store_suite {
             assert!(s.load(&a2.hash()).await.unwrap().is_none());
             assert_eq!(s.delete_user("alice", None).await.unwrap(), 1);
             assert!(s.list_user("alice").await.unwrap().is_empty());
-            assert!(s.load(&b1.hash()).await.unwrap().is_some(), "other users untouched");
+            assert!(
+                s.load(&b1.hash()).await.unwrap().is_some(),
+                "other users untouched"
+            );
         }
 
         #[tokio::test]
@@ -128,7 +151,11 @@ macro_rules! store_suite {
             s.sweep(crate::session::now_ms()).await.unwrap();
             assert!(s.load(&live.hash()).await.unwrap().is_some());
             // Redis drops the expired key itself, the others by sweeping.
-            assert!(s.load(&dead.hash()).await.unwrap().map_or(true, |r| r.expires_at < r.created_at));
+            assert!(s
+                .load(&dead.hash())
+                .await
+                .unwrap()
+                .map_or(true, |r| r.expires_at < r.created_at));
         }
 
         #[tokio::test]
@@ -144,14 +171,20 @@ macro_rules! store_suite {
             s.reset("k").await.unwrap();
             assert!(s.peek("k").await.unwrap().is_none());
             // A short window lapses and the count starts again.
-            s.hit("short", Duration::from_millis(300), false).await.unwrap();
+            s.hit("short", Duration::from_millis(300), false)
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(450)).await;
             assert!(s.peek("short").await.unwrap().is_none());
             assert_eq!(s.hit("short", w, false).await.unwrap().0, 1);
             // Sliding windows restart on every hit.
-            s.hit("slide", Duration::from_millis(400), true).await.unwrap();
+            s.hit("slide", Duration::from_millis(400), true)
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(250)).await;
-            s.hit("slide", Duration::from_millis(400), true).await.unwrap();
+            s.hit("slide", Duration::from_millis(400), true)
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(250)).await;
             assert_eq!(s.peek("slide").await.unwrap().unwrap().0, 2);
         }

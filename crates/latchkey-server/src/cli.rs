@@ -1,0 +1,205 @@
+//! The command line: `latchkey serve` and `latchkey user ...`.
+//! Every option also reads an environment variable; the flag wins.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{parse_database_url, parse_duration, parse_secret, parse_sessions_url, Secret};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Session login server: JSON for scripts, pages for browsers.",
+    long_about = "Session login server: JSON for scripts, pages for browsers.\n\n\
+Quick start (development, plain HTTP on localhost):\n  \
+latchkey serve --dev\n  \
+latchkey user add alice --role admin\n\n\
+Production: give a secret (openssl rand -hex 32) in LATCHKEY_SECRET_KEY or --secret-key-file,\n\
+and serve behind HTTPS."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the login server.
+    Serve(ServeArgs),
+    /// Manage users: add, list, remove, set-password, set-role, end-sessions.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// Where users and sessions live.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Users database (and sessions, unless --sessions): sqlite://PATH or postgres://...
+    #[arg(long, env = "LATCHKEY_DATABASE_URL", default_value = "sqlite://latchkey.db", value_name = "URL", value_parser = parse_database_url)]
+    pub database: String,
+    /// Session store: memory, sqlite://PATH, postgres://... or redis://... [default: the database]
+    #[arg(long, env = "LATCHKEY_SESSIONS_URL", value_name = "URL", value_parser = parse_sessions_url)]
+    pub sessions: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn sessions_url(&self) -> &str {
+        self.sessions.as_deref().unwrap_or(&self.database)
+    }
+}
+
+/// Password rules for new passwords.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Fewest characters a new password may have.
+    #[arg(long, env = "LATCHKEY_MIN_PASSWORD_LENGTH", default_value_t = 15, value_name = "N", value_parser = clap::value_parser!(u16).range(8..=256))]
+    pub min_password_length: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "LATCHKEY_BIND",
+        default_value = "127.0.0.1:8000",
+        value_name = "ADDR"
+    )]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// File holding the server secret (64+ hex characters, or base64:... of 32+ bytes).
+    #[arg(long, value_name = "PATH")]
+    pub secret_key_file: Option<PathBuf>,
+    /// The server secret itself (prefer the environment variable to the flag).
+    #[arg(long, env = "LATCHKEY_SECRET_KEY", value_name = "SECRET", value_parser = parse_secret, hide_env_values = true, hide = true)]
+    pub secret_key: Option<Secret>,
+    /// Development mode: make and keep a secret beside the database, and
+    /// send cookies without Secure so plain-HTTP localhost works.
+    #[arg(long, env = "LATCHKEY_DEV", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub dev: bool,
+    /// Sign out after this long without a request.
+    #[arg(long, env = "LATCHKEY_IDLE_TIMEOUT", default_value = "30m", value_name = "DUR", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Sign out this long after sign-in, active or not.
+    #[arg(long, env = "LATCHKEY_ABSOLUTE_TIMEOUT", default_value = "8h", value_name = "DUR", value_parser = parse_duration)]
+    pub absolute_timeout: Duration,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Proxies whose X-Forwarded-For names the client (comma-separated IPs).
+    #[arg(
+        long,
+        env = "LATCHKEY_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "IP,..."
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Origins besides this server's own allowed to POST (comma-separated, e.g. https://app.example.com).
+    #[arg(
+        long,
+        env = "LATCHKEY_TRUSTED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN,..."
+    )]
+    pub trusted_origins: Vec<String>,
+    /// Failed logins for one username from one address before 429.
+    #[arg(
+        long,
+        env = "LATCHKEY_MAX_FAILURES_PER_USER_ADDRESS",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub max_failures_per_user_address: u64,
+    /// Failed logins from one address, any usernames, before 429.
+    #[arg(
+        long,
+        env = "LATCHKEY_MAX_FAILURES_PER_ADDRESS",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub max_failures_per_address: u64,
+    /// Consecutive failures of one account, all addresses, before it is locked until they lapse.
+    #[arg(
+        long,
+        env = "LATCHKEY_MAX_FAILURES_PER_ACCOUNT",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub max_failures_per_account: u64,
+    /// Window the per-address limits count in.
+    #[arg(long, env = "LATCHKEY_FAILURE_WINDOW", default_value = "15m", value_name = "DUR", value_parser = parse_duration)]
+    pub failure_window: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user (prompts for the password twice, or reads one line with --password-stdin).
+    Add {
+        name: String,
+        /// The user's role.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Read the password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        stores: StoreArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// List users with their roles.
+    List {
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// Remove a user and end all their sessions.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// Set a user's password and end all their sessions.
+    SetPassword {
+        name: String,
+        /// Read the password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        stores: StoreArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Change a user's role; it takes effect on their next request.
+    SetRole {
+        name: String,
+        role: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// Sign a user out everywhere.
+    EndSessions {
+        name: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+}
+
+/// Roles: a short word, so they are safe in logs and pages.
+pub fn valid_role(role: &str) -> Result<(), String> {
+    let ok = !role.is_empty()
+        && role.len() <= 32
+        && role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid role {role:?}: use 1-32 letters, digits, '_' or '-'"
+        ))
+    }
+}

@@ -1,0 +1,73 @@
+//! Prometheus metrics, every name prefixed `latchkey_`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub logins: Family<Labels, Counter>,
+    pub logouts: Counter,
+    pub requests: Family<Labels, Counter>,
+    pub sessions_revoked: Counter,
+    pub password_changes: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("latchkey");
+        let logins = Family::<Labels, Counter>::default();
+        let logouts = Counter::default();
+        let requests = Family::<Labels, Counter>::default();
+        let sessions_revoked = Counter::default();
+        let password_changes = Counter::default();
+        registry.register("logins", "Login attempts by outcome", logins.clone());
+        registry.register("logouts", "Logouts", logouts.clone());
+        registry.register(
+            "http_requests",
+            "HTTP responses by status class",
+            requests.clone(),
+        );
+        registry.register(
+            "sessions_revoked",
+            "Sessions ended by their owner or an admin",
+            sessions_revoked.clone(),
+        );
+        registry.register(
+            "password_changes",
+            "Passwords changed",
+            password_changes.clone(),
+        );
+        Self {
+            registry,
+            logins,
+            logouts,
+            requests,
+            sessions_revoked,
+            password_changes,
+        }
+    }
+
+    pub fn login(&self, outcome: &str) {
+        self.logins
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
+    }
+
+    pub fn response(&self, status: u16) {
+        let class = format!("{}xx", status / 100);
+        self.requests
+            .get_or_create(&vec![("status".into(), class)])
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,137 @@
+//! `GET /login` (form or hint) and `POST /login` (sign in).
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use latchkey::body::Input;
+use latchkey::extract::{wants_html, MaybeUser};
+use latchkey::{LoginError, RequestMeta};
+use serde::Deserialize;
+
+use super::{safe_next, see_other, with_cookie};
+use crate::app::AppState;
+use crate::pages::{render, LoginPage, Nav};
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    MaybeUser(user): MaybeUser,
+    Query(query): Query<NextQuery>,
+) -> Response {
+    if !wants_html(&headers) {
+        return Json(
+            serde_json::json!({ "message": "Login page. POST to /login to authenticate." }),
+        )
+        .into_response();
+    }
+    let next = safe_next(query.next.as_deref());
+    login_page(
+        &app,
+        &headers,
+        user.as_ref(),
+        StatusCode::OK,
+        None,
+        String::new(),
+        next,
+    )
+}
+
+fn login_page(
+    app: &AppState,
+    headers: &HeaderMap,
+    user: Option<&latchkey::CurrentUser>,
+    status: StatusCode,
+    error: Option<String>,
+    username: String,
+    next: String,
+) -> Response {
+    let (csrf, cookie) = app.auth.form_token(headers, user);
+    let page = LoginPage {
+        nav: user.and_then(Nav::of),
+        flash: None,
+        csrf,
+        error,
+        username,
+        next,
+    };
+    with_cookie(render(status, page), cookie)
+}
+
+pub async fn post(
+    State(app): State<AppState>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    Input(body): Input<LoginBody>,
+) -> Response {
+    let html = wants_html(&headers);
+    let previous = app.auth.cookies().token(&headers);
+    let result = app
+        .auth
+        .login(
+            &app.users,
+            &body.username,
+            &body.password,
+            &meta,
+            previous.as_ref(),
+        )
+        .await;
+    match result {
+        Ok(done) => {
+            app.metrics.login("success");
+            if let Err(e) = app.users.touch_login(&done.record.user_id).await {
+                tracing::warn!(error = %e, "could not record last sign-in");
+            }
+            let mut res = if html {
+                see_other(&safe_next(body.next.as_deref()))
+            } else {
+                Json(serde_json::json!({ "message": "Login successful!" })).into_response()
+            };
+            res.headers_mut()
+                .append(header::SET_COOKIE, done.set_cookie);
+            res
+        }
+        Err(e) => {
+            let (outcome, status) = match &e {
+                LoginError::InvalidCredentials => ("failure", StatusCode::UNAUTHORIZED),
+                LoginError::Throttled { .. } => ("throttled", StatusCode::TOO_MANY_REQUESTS),
+                LoginError::Unavailable(_) => ("error", StatusCode::SERVICE_UNAVAILABLE),
+            };
+            app.metrics.login(outcome);
+            if !html || status == StatusCode::SERVICE_UNAVAILABLE {
+                return e.into_response();
+            }
+            let retry = match &e {
+                LoginError::Throttled { retry_after } => Some(retry_after.as_secs().max(1)),
+                _ => None,
+            };
+            let mut res = login_page(
+                &app,
+                &headers,
+                None,
+                status,
+                Some(e.to_string()),
+                body.username,
+                safe_next(body.next.as_deref()),
+            );
+            if let Some(secs) = retry {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            res
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! `GET /password` (the form) and `POST /password` (change it).
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use latchkey::body::Input;
+use latchkey::error::PasswordChangeError;
+use latchkey::extract::wants_html;
+use latchkey::{CurrentUser, RequestMeta};
+use serde::Deserialize;
+
+use super::see_other;
+use crate::app::AppState;
+use crate::pages::{render, Nav, PasswordPage};
+
+pub async fn get(State(app): State<AppState>, headers: HeaderMap, user: CurrentUser) -> Response {
+    if !wants_html(&headers) {
+        return Json(serde_json::json!({ "message": "POST current_password and new_password to change your password." })).into_response();
+    }
+    page(&app, &user, StatusCode::OK, None)
+}
+
+fn page(app: &AppState, user: &CurrentUser, status: StatusCode, error: Option<String>) -> Response {
+    render(
+        status,
+        PasswordPage {
+            nav: Nav::of(user),
+            flash: None,
+            csrf: user.csrf_token().to_owned(),
+            username: user.username().to_owned(),
+            error,
+            min_len: app.auth.policy().min_chars,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+pub async fn post(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    meta: RequestMeta,
+    user: CurrentUser,
+    Input(body): Input<PasswordBody>,
+) -> Response {
+    let result = app
+        .auth
+        .change_password(
+            &app.users,
+            user.session(),
+            &body.current_password,
+            &body.new_password,
+            &meta,
+        )
+        .await;
+    let html = wants_html(&headers);
+    match result {
+        Ok(done) => {
+            app.metrics.password_changes.inc();
+            let mut res = if html {
+                see_other("/profile")
+            } else {
+                Json(serde_json::json!({ "message": "Password changed." })).into_response()
+            };
+            res.headers_mut()
+                .append(header::SET_COOKIE, done.set_cookie);
+            res
+        }
+        Err(e @ (PasswordChangeError::WrongPassword | PasswordChangeError::Rejected(_)))
+            if html =>
+        {
+            let status = match e {
+                PasswordChangeError::WrongPassword => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            page(&app, &user, status, Some(e.to_string()))
+        }
+        Err(e) => e.into_response(),
+    }
+}

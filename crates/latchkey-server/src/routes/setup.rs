@@ -1,0 +1,130 @@
+//! `GET/POST /setup?code=...`: creates the first admin while no user exists.
+//! The code is printed in the log at start-up and works once.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use latchkey::body::Input;
+use latchkey::error::detail;
+use latchkey::extract::wants_html;
+use serde::Deserialize;
+
+use super::{see_other, with_cookie};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::pages::{message, render, SetupPage};
+
+#[derive(Deserialize)]
+pub struct CodeQuery {
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct SetupBody {
+    code: String,
+    username: String,
+    password: String,
+}
+
+/// Whether `code` is the live setup code and no user exists yet.
+async fn code_valid(app: &AppState, code: Option<&str>) -> Result<bool, ApiError> {
+    let live = app
+        .setup_code
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let matches = match (live, code) {
+        (Some(live), Some(code)) => latchkey::csrf::secrets_equal(&live, code),
+        _ => false,
+    };
+    Ok(matches && app.users.count().await? == 0)
+}
+
+fn not_found(headers: &HeaderMap) -> Response {
+    if wants_html(headers) {
+        return message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no page at this address.",
+            Some(("/login", "Sign in")),
+        );
+    }
+    detail(StatusCode::NOT_FOUND, "Not Found")
+}
+
+fn form(
+    app: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    code: String,
+    username: String,
+    error: Option<String>,
+) -> Response {
+    let (csrf, cookie) = app.auth.form_token(headers, None);
+    let page = SetupPage {
+        nav: None,
+        flash: None,
+        csrf,
+        code,
+        username,
+        error,
+        min_len: app.auth.policy().min_chars,
+    };
+    with_cookie(render(status, page), cookie)
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<CodeQuery>,
+) -> Result<Response, ApiError> {
+    let code = query.code;
+    if !code_valid(&app, code.as_deref()).await? {
+        return Ok(not_found(&headers));
+    }
+    if !wants_html(&headers) {
+        return Ok(Json(serde_json::json!({ "message": "POST code, username and password to create the first admin." })).into_response());
+    }
+    Ok(form(
+        &app,
+        &headers,
+        StatusCode::OK,
+        code.unwrap_or_default(),
+        String::new(),
+        None,
+    ))
+}
+
+pub async fn post(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Input(body): Input<SetupBody>,
+) -> Result<Response, ApiError> {
+    if !code_valid(&app, Some(&body.code)).await? {
+        return Ok(not_found(&headers));
+    }
+    let refused = crate::users::valid_username(&body.username)
+        .and_then(|()| app.auth.policy().check(&body.username, &body.password));
+    if let Err(why) = refused {
+        if wants_html(&headers) {
+            return Ok(form(
+                &app,
+                &headers,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                body.code,
+                body.username,
+                Some(why),
+            ));
+        }
+        return Ok(detail(StatusCode::UNPROCESSABLE_ENTITY, &why));
+    }
+    let hash = app.auth.hasher().hash(&body.password).await?;
+    app.users.add(&body.username, &hash, "admin").await?;
+    *app.setup_code.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    tracing::info!(target: "latchkey::audit", event = "first_admin_created", username = %body.username);
+    if wants_html(&headers) {
+        return Ok(see_other("/login"));
+    }
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "message": format!("Admin {} created. Sign in at /login.", body.username) }))).into_response())
+}

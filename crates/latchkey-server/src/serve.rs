@@ -1,0 +1,163 @@
+//! `latchkey serve`: checks the configuration, opens the stores, serves
+//! until SIGTERM or Ctrl-C, then drains requests in flight.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use latchkey::password::PasswordPolicy;
+use latchkey::throttle::ThrottleConfig;
+use latchkey::{Config, Latchkey};
+
+use crate::app::{router, App};
+use crate::cli::ServeArgs;
+use crate::config::{dev_secret, dev_secret_path, read_secret_file, Secret};
+use crate::metrics::Metrics;
+use crate::users::Users;
+use crate::Failure;
+
+fn secret(args: &ServeArgs) -> Result<Secret, Failure> {
+    if let Some(path) = &args.secret_key_file {
+        return read_secret_file(path).map_err(Failure::usage);
+    }
+    if let Some(secret) = &args.secret_key {
+        return Ok(secret.clone());
+    }
+    if args.dev {
+        let path = dev_secret_path(&args.stores.database);
+        let (secret, made) = dev_secret(&path).map_err(Failure::runtime)?;
+        if made {
+            tracing::warn!(path = %path.display(), "--dev: made a new secret key and saved it beside the database; never use --dev in production");
+        }
+        return Ok(secret);
+    }
+    Err(Failure::usage(
+        "no secret key: set LATCHKEY_SECRET_KEY=$(openssl rand -hex 32), or pass --secret-key-file PATH, or use --dev on a development machine",
+    ))
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), Failure> {
+    let secret = secret(&args)?;
+    let sessions_url = args.stores.sessions_url().to_owned();
+    let store = latchkey::store::open(&sessions_url)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let users = Users::open(&args.stores.database).map_err(Failure::usage)?;
+
+    let config = Config::new(secret.0)
+        .timeouts(args.idle_timeout, args.absolute_timeout)
+        .secure(!args.dev)
+        .password_policy(PasswordPolicy {
+            min_chars: args.policy.min_password_length as usize,
+            ..PasswordPolicy::default()
+        })
+        .throttle(ThrottleConfig {
+            per_user_and_address: args.max_failures_per_user_address,
+            per_address: args.max_failures_per_address,
+            account_hard_limit: args.max_failures_per_account,
+            window: args.failure_window,
+            ..ThrottleConfig::default()
+        })
+        .trusted_proxies(args.trusted_proxies.clone())
+        .trusted_origins(args.trusted_origins.clone());
+    // Refuse a bad trusted origin at start-up, as a usage error.
+    latchkey::csrf::cross_origin_layer(&args.trusted_origins)
+        .map(drop)
+        .map_err(Failure::usage)?;
+    let auth = Latchkey::new(config, store);
+    auth.spawn_sweeper();
+
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let app = Arc::new(App {
+        auth,
+        users,
+        setup_code: Mutex::new(None),
+        metrics: Metrics::new(),
+    });
+    tracing::info!(
+        "latchkey listening on http://{addr} (users: {}, sessions: {}{})",
+        app.users.label(),
+        latchkey::store::describe(&sessions_url),
+        if args.dev { ", dev mode" } else { "" }
+    );
+    tokio::spawn(watch_stores(app.clone(), addr));
+
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| Failure::runtime(format!("server error: {e}")))?;
+    tracing::info!("latchkey stopped");
+    Ok(())
+}
+
+/// Logs store outages (naming the store and its address) until both answer,
+/// then, if no user exists yet, prints the one-time setup link.
+async fn watch_stores(app: Arc<App>, addr: SocketAddr) {
+    let mut warned = false;
+    loop {
+        let sessions = app.auth.ready().await;
+        let users = app.users.count().await;
+        match (sessions, users) {
+            (Ok(()), Ok(count)) => {
+                if warned {
+                    tracing::info!("stores answer again; serving");
+                }
+                if count == 0 {
+                    first_run(&app, addr);
+                }
+                return;
+            }
+            (s, u) => {
+                if let Err(e) = s {
+                    tracing::error!("{e}; answering 503 until it returns");
+                }
+                if let Err(e) = u {
+                    tracing::error!("{e}; answering 503 until it returns");
+                }
+                warned = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn first_run(app: &App, addr: SocketAddr) {
+    let code = hex::encode(rand::random::<[u8; 16]>());
+    *app.setup_code.lock().unwrap_or_else(|e| e.into_inner()) = Some(code.clone());
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    tracing::warn!(
+        "no users yet: open http://{host}/setup?code={code} to create the first admin (works once), or run: latchkey user add NAME --role admin"
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

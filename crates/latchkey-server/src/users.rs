@@ -1,0 +1,316 @@
+//! latchkey's own users table, on SQLite or PostgreSQL: one implementation
+//! of the library's `UserBackend`, plus what the CLI and admin page need.
+
+use async_trait::async_trait;
+use latchkey::session::now_ms;
+use latchkey::user::{AuthUser, BackendError, UserBackend};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use tokio::sync::OnceCell;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS latchkey_users (
+    id            TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    last_login_at BIGINT
+)";
+
+/// One row of the users table.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+impl AuthUser for User {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    fn username(&self) -> &str {
+        &self.username
+    }
+    fn role(&self) -> &str {
+        &self.role
+    }
+    fn password_hash(&self) -> &str {
+        &self.password_hash
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    #[error("no user named {0:?}")]
+    NotFound(String),
+    #[error("users database {label} unavailable: {source}")]
+    Db {
+        label: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// The users table. Works through sqlx's `Any` driver: both engines accept
+/// the same `$N` SQL, and this is not the hot path.
+#[derive(Clone)]
+pub struct Users {
+    pool: AnyPool,
+    postgres: bool,
+    label: String,
+    ready: std::sync::Arc<OnceCell<()>>,
+}
+
+fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        role: row.try_get("role")?,
+        created_at: row.try_get("created_at")?,
+        last_login_at: row.try_get("last_login_at")?,
+    })
+}
+
+/// Usernames: 1 to 64 characters of letters, digits and `._@-`, so they
+/// are safe in logs, URLs and pages.
+pub fn valid_username(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "._@-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid username {name:?}: use 1-64 letters, digits, '.', '_', '@' or '-'"
+        ))
+    }
+}
+
+impl Users {
+    /// Connects lazily: a database that is down at start-up makes calls
+    /// fail (503) until it answers.
+    pub fn open(url: &str) -> Result<Self, String> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres");
+        let url = if url.starts_with("sqlite:") && !url.contains('?') {
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let label = if postgres {
+            format!("postgres {}", redact(&url))
+        } else {
+            format!(
+                "sqlite {}",
+                url.trim_start_matches("sqlite://")
+                    .split('?')
+                    .next()
+                    .unwrap_or("")
+            )
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_millis(1200))
+            .connect_lazy(&url)
+            .map_err(|e| format!("bad database URL: {e}"))?;
+        Ok(Self {
+            pool,
+            postgres,
+            label,
+            ready: Default::default(),
+        })
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn db(&self) -> impl Fn(sqlx::Error) -> UsersError + '_ {
+        |source| UsersError::Db {
+            label: self.label.clone(),
+            source,
+        }
+    }
+
+    async fn pool(&self) -> Result<&AnyPool, UsersError> {
+        self.ready
+            .get_or_try_init(|| async {
+                let mut tx = self.pool.begin().await?;
+                if self.postgres {
+                    // Two instances starting at once take turns.
+                    sqlx::query("SELECT pg_advisory_xact_lock(7261837202)")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(SCHEMA).execute(&mut *tx).await?;
+                tx.commit().await
+            })
+            .await
+            .map_err(self.db())?;
+        Ok(&self.pool)
+    }
+
+    pub async fn ping(&self) -> Result<(), UsersError> {
+        let pool = self.pool().await?;
+        sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    pub async fn find(&self, username: &str) -> Result<Option<User>, UsersError> {
+        let pool = self.pool().await?;
+        let row = sqlx::query("SELECT * FROM latchkey_users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(pool)
+            .await
+            .map_err(self.db())?;
+        row.as_ref()
+            .map(user_from_row)
+            .transpose()
+            .map_err(self.db())
+    }
+
+    pub async fn get(&self, username: &str) -> Result<User, UsersError> {
+        self.find(username)
+            .await?
+            .ok_or_else(|| UsersError::NotFound(username.to_owned()))
+    }
+
+    pub async fn list(&self) -> Result<Vec<User>, UsersError> {
+        let pool = self.pool().await?;
+        let rows = sqlx::query("SELECT * FROM latchkey_users ORDER BY username")
+            .fetch_all(pool)
+            .await
+            .map_err(self.db())?;
+        rows.iter()
+            .map(user_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(self.db())
+    }
+
+    pub async fn count(&self) -> Result<i64, UsersError> {
+        let pool = self.pool().await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM latchkey_users")
+            .fetch_one(pool)
+            .await
+            .map_err(self.db())?;
+        row.try_get("n").map_err(self.db())
+    }
+
+    pub async fn add(&self, username: &str, hash: &str, role: &str) -> Result<User, UsersError> {
+        let pool = self.pool().await?;
+        let user = User {
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            username: username.to_owned(),
+            password_hash: hash.to_owned(),
+            role: role.to_owned(),
+            created_at: now_ms(),
+            last_login_at: None,
+        };
+        let done = sqlx::query(
+            "INSERT INTO latchkey_users (id, username, password_hash, role, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(&user.role)
+        .bind(user.created_at)
+        .execute(pool)
+        .await
+        .map_err(self.db())?;
+        if done.rows_affected() == 0 {
+            return Err(UsersError::Exists(username.to_owned()));
+        }
+        Ok(user)
+    }
+
+    async fn update(&self, sql: &str, username: &str, value: &str) -> Result<User, UsersError> {
+        let user = self.get(username).await?;
+        let pool = self.pool().await?;
+        sqlx::query(sql)
+            .bind(&user.id)
+            .bind(value)
+            .execute(pool)
+            .await
+            .map_err(self.db())?;
+        Ok(user)
+    }
+
+    pub async fn set_role(&self, username: &str, role: &str) -> Result<User, UsersError> {
+        self.update(
+            "UPDATE latchkey_users SET role = $2 WHERE id = $1",
+            username,
+            role,
+        )
+        .await
+    }
+
+    pub async fn set_hash(&self, username: &str, hash: &str) -> Result<User, UsersError> {
+        self.update(
+            "UPDATE latchkey_users SET password_hash = $2 WHERE id = $1",
+            username,
+            hash,
+        )
+        .await
+    }
+
+    pub async fn remove(&self, username: &str) -> Result<User, UsersError> {
+        let user = self.get(username).await?;
+        let pool = self.pool().await?;
+        sqlx::query("DELETE FROM latchkey_users WHERE id = $1")
+            .bind(&user.id)
+            .execute(pool)
+            .await
+            .map_err(self.db())?;
+        Ok(user)
+    }
+
+    pub async fn touch_login(&self, user_id: &str) -> Result<(), UsersError> {
+        let pool = self.pool().await?;
+        sqlx::query("UPDATE latchkey_users SET last_login_at = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(now_ms())
+            .execute(pool)
+            .await
+            .map_err(self.db())?;
+        Ok(())
+    }
+}
+
+fn redact(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
+}
+
+#[async_trait]
+impl UserBackend for Users {
+    type User = User;
+
+    async fn find_by_username(&self, username: &str) -> Result<Option<User>, BackendError> {
+        Ok(self.find(username).await?)
+    }
+
+    async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError> {
+        let pool = self.pool().await?;
+        sqlx::query("UPDATE latchkey_users SET password_hash = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(hash)
+            .execute(pool)
+            .await
+            .map_err(self.db())?;
+        Ok(())
+    }
+}
