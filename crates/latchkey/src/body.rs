@@ -3,12 +3,10 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 
-use crate::error::detail;
-use crate::extract::MaybeUser;
+use crate::extract::{AuthRejection, MaybeUser};
 use crate::Latchkey;
 
 /// Largest body accepted (64 KiB); larger gets 413.
@@ -24,13 +22,45 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Input<T>(pub T);
 
+/// Why a body was refused; [`IntoResponse`](axum::response::IntoResponse)
+/// maps each to its status in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyRejection {
+    /// Over [`BODY_LIMIT`] (413).
+    #[error("Request body too large: the limit is 64 KiB.")]
+    TooLarge,
+    /// The connection failed mid-body (400).
+    #[error("Could not read the request body.")]
+    Unreadable,
+    /// Neither JSON nor a form (415).
+    #[error(
+        "Unsupported content type: send application/json or application/x-www-form-urlencoded."
+    )]
+    UnsupportedType,
+    /// Not JSON (400).
+    #[error("Malformed JSON: {0}")]
+    MalformedJson(String),
+    /// Bad form encoding or non-UTF-8 (400).
+    #[error("Malformed form body: it must be UTF-8 form-urlencoded.")]
+    MalformedForm,
+    /// Well-formed, but fields are missing or of the wrong type (422).
+    #[error("Invalid body: {0}")]
+    Invalid(String),
+    /// A browser's form without the right CSRF token (403).
+    #[error("Missing or invalid CSRF token: reload the form and try again.")]
+    Csrf,
+    /// The session lookup for the token check failed (503).
+    #[error("session lookup failed")]
+    Auth(AuthRejection),
+}
+
 enum Kind {
     Json,
     Form,
     Empty,
 }
 
-fn kind(headers: &HeaderMap, body: &[u8]) -> Result<Kind, Response> {
+fn kind(headers: &HeaderMap, body: &[u8]) -> Result<Kind, BodyRejection> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -46,28 +76,19 @@ fn kind(headers: &HeaderMap, body: &[u8]) -> Result<Kind, Response> {
         Some(c) if c.starts_with("application/") && c.ends_with("+json") => Ok(Kind::Json),
         Some("application/x-www-form-urlencoded") => Ok(Kind::Form),
         None if body.is_empty() => Ok(Kind::Empty),
-        _ => Err(detail(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported content type: send application/json or application/x-www-form-urlencoded.",
-        )),
+        _ => Err(BodyRejection::UnsupportedType),
     }
 }
 
 /// Decodes form pairs, refusing bad percent-encoding into non-UTF-8.
-fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, Response> {
-    let bad = || {
-        detail(
-            StatusCode::BAD_REQUEST,
-            "Malformed form body: it must be UTF-8 form-urlencoded.",
-        )
-    };
-    let decode = |s: &[u8]| -> Result<String, Response> {
+fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, BodyRejection> {
+    let decode = |s: &[u8]| -> Result<String, BodyRejection> {
         let plus: Vec<u8> = s
             .iter()
             .map(|&b| if b == b'+' { b' ' } else { b })
             .collect();
         let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
-        String::from_utf8(bytes).map_err(|_| bad())
+        String::from_utf8(bytes).map_err(|_| BodyRejection::MalformedForm)
     };
     body.split(|&b| b == b'&')
         .filter(|p| !p.is_empty())
@@ -84,49 +105,37 @@ fn is_browser(headers: &HeaderMap) -> bool {
     headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site")
 }
 
-fn missing_field(e: impl std::fmt::Display) -> Response {
-    detail(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        &format!("Invalid body: {e}"),
-    )
+fn missing_field(e: impl std::fmt::Display) -> BodyRejection {
+    BodyRejection::Invalid(e.to_string())
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
-    type Rejection = Response;
+    type Rejection = BodyRejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
-        let too_big = || {
-            detail(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large: the limit is 64 KiB.",
-            )
-        };
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-            return Err(too_big());
+            return Err(BodyRejection::TooLarge);
         }
         let bytes: Bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
             let limited = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if limited || e.to_string().contains("length limit") {
-                too_big()
+                BodyRejection::TooLarge
             } else {
-                detail(StatusCode::BAD_REQUEST, "Could not read the request body.")
+                BodyRejection::Unreadable
             }
         })?;
         match kind(&parts.headers, &bytes)? {
             Kind::Json => match serde_json::from_slice(&bytes) {
                 Ok(v) => Ok(Input(v)),
                 Err(e) if e.is_data() => Err(missing_field(e)),
-                Err(e) => Err(detail(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Malformed JSON: {e}"),
-                )),
+                Err(e) => Err(BodyRejection::MalformedJson(e.to_string())),
             },
             Kind::Form => {
                 let pairs = form_pairs(&bytes)?;
@@ -149,24 +158,18 @@ async fn check_form_token<S: Send + Sync>(
     parts: &mut axum::http::request::Parts,
     state: &S,
     pairs: &[(String, String)],
-) -> Result<(), Response> {
-    let refused = || {
-        detail(
-            StatusCode::FORBIDDEN,
-            "Missing or invalid CSRF token: reload the form and try again.",
-        )
-    };
+) -> Result<(), BodyRejection> {
     let submitted = pairs
         .iter()
         .find(|(k, _)| k == crate::csrf::FORM_FIELD)
         .map(|(_, v)| v.as_str())
-        .ok_or_else(refused)?;
+        .ok_or(BodyRejection::Csrf)?;
     let Some(auth) = parts.extensions.get::<Latchkey>().cloned() else {
-        return Err(refused());
+        return Err(BodyRejection::Csrf);
     };
     let user = <MaybeUser as axum::extract::FromRequestParts<S>>::from_request_parts(parts, state)
         .await
-        .map_err(IntoResponse::into_response)?;
+        .map_err(BodyRejection::Auth)?;
     let ok = crate::csrf::form_token_valid(
         &auth.config().key,
         submitted,
@@ -176,7 +179,7 @@ async fn check_form_token<S: Send + Sync>(
     if ok {
         Ok(())
     } else {
-        Err(refused())
+        Err(BodyRejection::Csrf)
     }
 }
 

@@ -59,6 +59,24 @@ pub fn detail(status: StatusCode, detail: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+impl IntoResponse for crate::body::BodyRejection {
+    fn into_response(self) -> Response {
+        use crate::body::BodyRejection as B;
+        let status = match &self {
+            B::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            B::Unreadable | B::MalformedJson(_) | B::MalformedForm => StatusCode::BAD_REQUEST,
+            B::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            B::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            B::Csrf => StatusCode::FORBIDDEN,
+            B::Auth(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        match self {
+            B::Auth(rejection) => rejection.into_response(),
+            other => detail(status, &other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         // The reason goes to the log, not to the client.

@@ -51,7 +51,7 @@ impl Drop for TempDir {
 }
 
 /// How to start a server.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Options {
     pub dev: bool,
     pub database: Option<String>,
@@ -60,12 +60,6 @@ pub struct Options {
     pub absolute: Option<&'static str>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self { dev: false, database: None, sessions: None, idle: None, absolute: None, args: vec![], env: vec![] }
-    }
 }
 
 /// A running `latchkey serve`.
@@ -125,7 +119,11 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
-                    let addr = line[i + 20..].split_whitespace().next().unwrap_or("").to_owned();
+                    let addr = line[i + 20..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -176,7 +174,11 @@ impl Server {
     }
 
     pub fn cookie_name(&self) -> &'static str {
-        if self.dev { "latchkey" } else { "__Host-latchkey" }
+        if self.dev {
+            "latchkey"
+        } else {
+            "__Host-latchkey"
+        }
     }
 
     /// Runs `latchkey user ...` against this server's stores.
@@ -185,13 +187,22 @@ impl Server {
     }
 
     pub fn add_user(&self, name: &str, role: &str) {
-        let out = self.cli(&["add", name, "--role", role, "--password-stdin"], Some(&format!("{PASSWORD}\n")));
-        assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.cli(
+            &["add", name, "--role", role, "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// SIGTERM, then waits for exit; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let end = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -211,7 +222,12 @@ impl Drop for Server {
 }
 
 /// `latchkey user ARGS...` with the given stores.
-pub fn cli(database: &str, sessions: Option<&str>, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+pub fn cli(
+    database: &str,
+    sessions: Option<&str>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     let mut cmd = Command::new(bin());
     cmd.arg("user").args(args).args(["--database", database]);
     if let Some(s) = sessions {
@@ -253,7 +269,14 @@ pub fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
 
 /// The token in a `Set-Cookie` line.
 pub fn token_of(set_cookie_line: &str) -> String {
-    set_cookie_line.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+    set_cookie_line
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned()
 }
 
 /// Signs in with JSON and returns the `Cookie` header value to send.
@@ -264,14 +287,24 @@ pub async fn login(s: &Server, user: &str, password: &str) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200, "login failed: {}", res.text().await.unwrap());
+    assert_eq!(
+        res.status(),
+        200,
+        "login failed: {}",
+        res.text().await.unwrap()
+    );
     let line = set_cookie(&res, s.cookie_name()).expect("session cookie");
     format!("{}={}", s.cookie_name(), token_of(&line))
 }
 
 /// GET `path` with `cookie`; returns (status, body JSON or Null).
 pub async fn get_json(s: &Server, path: &str, cookie: &str) -> (u16, serde_json::Value) {
-    let res = client().get(s.url(path)).header("cookie", cookie).send().await.unwrap();
+    let res = client()
+        .get(s.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
     let status = res.status().as_u16();
     let body = res.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)
@@ -282,7 +315,9 @@ pub fn postgres_base() -> Option<String> {
     match std::env::var("LATCHKEY_TEST_POSTGRES_URL") {
         Ok(u) => Some(u),
         Err(_) => {
-            eprintln!("SKIPPED: LATCHKEY_TEST_POSTGRES_URL is not set; this PostgreSQL test did not run");
+            eprintln!(
+                "SKIPPED: LATCHKEY_TEST_POSTGRES_URL is not set; this PostgreSQL test did not run"
+            );
             None
         }
     }
@@ -309,8 +344,15 @@ pub fn postgres_url() -> Option<String> {
 
 /// Runs SQL with psql (on every machine that runs PostgreSQL).
 pub fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql]).output().expect("psql");
-    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A Redis URL with a key prefix of its own.
