@@ -87,11 +87,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     );
     tokio::spawn(watch_stores(app.clone(), addr));
 
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Failure::runtime(format!("server error: {e}")))?;
+    crate::http::serve(listener, router(app), shutdown_signal()).await;
     tracing::info!("latchkey stopped");
     Ok(())
 }
