@@ -192,6 +192,7 @@ struct Inner {
     hasher: PasswordHasher,
     throttle: Throttle,
     cookies: CookieConfig,
+    touching: std::sync::Mutex<std::collections::HashSet<TokenHash>>,
 }
 
 /// The latchkey handle: cheap to clone, shared by the layer and extractors.
@@ -206,6 +207,7 @@ impl Latchkey {
             hasher: PasswordHasher::new(config.hash_params, config.hash_concurrency),
             throttle: Throttle::new(counters, config.throttle.clone()),
             cookies: CookieConfig::new(config.secure, config.timeouts.absolute()),
+            touching: Default::default(),
             store,
             config,
         }))
@@ -245,14 +247,10 @@ impl Latchkey {
     /// The live session behind the request's cookie, if any. Refreshes
     /// `last_seen_at` in the background at most every
     /// [`Timeouts::touch_interval`]: the hot path does not write per request.
-    pub async fn session(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<(SessionToken, SessionRecord)>, Error> {
-        let Some(token) = self.0.cookies.token(headers) else {
+    pub async fn session(&self, headers: &HeaderMap) -> Result<Option<Arc<SessionRecord>>, Error> {
+        let Some(key) = self.0.cookies.token_hash(headers) else {
             return Ok(None);
         };
-        let key = token.hash();
         let Some(record) = self.0.store.load(&key).await? else {
             return Ok(None);
         };
@@ -267,12 +265,22 @@ impl Latchkey {
             tokio::spawn(async move { store.delete(&key).await });
             return Ok(None);
         }
-        if t.needs_touch(&record, now) {
-            let store = self.0.store.clone();
+        if t.needs_touch(&record, now) && self.lock_touching().insert(key) {
+            // One refresh in flight per session, however many requests race.
+            let this = self.clone();
             let expires_at = t.expires_at(record.created_at, now);
-            tokio::spawn(async move { store.touch(&key, now, expires_at).await });
+            tokio::spawn(async move {
+                if let Err(e) = this.0.store.touch(&key, now, expires_at).await {
+                    tracing::warn!(error = %e, "could not record session activity");
+                }
+                this.lock_touching().remove(&key);
+            });
         }
-        Ok(Some((token, record)))
+        Ok(Some(record))
+    }
+
+    fn lock_touching(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<TokenHash>> {
+        self.0.touching.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn new_record(

@@ -65,6 +65,14 @@ impl CookieConfig {
         cookie_values(headers, &self.name).find_map(SessionToken::parse)
     }
 
+    /// The store key of the request's session token, without copying the
+    /// token (the hot path).
+    pub fn token_hash(&self, headers: &HeaderMap) -> Option<crate::session::TokenHash> {
+        cookie_values(headers, &self.name)
+            .find(|v| SessionToken::is_well_formed(v))
+            .map(crate::session::hash_token)
+    }
+
     /// The pre-session CSRF cookie's value, if present.
     pub fn pre_session_value(&self, headers: &HeaderMap) -> Option<String> {
         cookie_values(headers, &self.csrf_name)

@@ -9,14 +9,16 @@ use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::error::{detail, Error};
-use crate::session::{SessionRecord, SessionToken};
+use std::sync::Arc;
+
+use crate::session::{SessionRecord, TokenHash};
 use crate::Latchkey;
 
 /// The signed-in user of this request.
 #[derive(Clone, Debug)]
 pub struct CurrentUser {
-    record: SessionRecord,
-    token: SessionToken,
+    // Shared with the store's cache: cloning a CurrentUser is one refcount.
+    record: Arc<SessionRecord>,
 }
 
 impl CurrentUser {
@@ -44,9 +46,9 @@ impl CurrentUser {
     pub fn session(&self) -> &SessionRecord {
         &self.record
     }
-    /// The cookie token (to keep this session when ending the others).
-    pub fn token(&self) -> &SessionToken {
-        &self.token
+    /// The store key of this session (to keep it when ending the others).
+    pub fn token_hash(&self) -> TokenHash {
+        self.record.key()
     }
 }
 
@@ -114,7 +116,7 @@ async fn lookup(parts: &mut Parts) -> Result<Option<CurrentUser>, AuthRejection>
         .session(&parts.headers)
         .await
         .map_err(AuthRejection::Unavailable)?
-        .map(|(token, record)| CurrentUser { record, token });
+        .map(|record| CurrentUser { record });
     parts.extensions.insert(found.clone());
     Ok(found)
 }

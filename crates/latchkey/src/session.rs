@@ -40,11 +40,15 @@ impl SessionToken {
     /// Accepts only strings shaped like a token we issue; anything else is
     /// ignored by the caller, so hostile cookies never reach a store.
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = raw.len() == TOKEN_LEN
+        Self::is_well_formed(raw).then(|| Self(raw.to_owned()))
+    }
+
+    /// Whether `raw` has the shape of a token we issue.
+    pub fn is_well_formed(raw: &str) -> bool {
+        raw.len() == TOKEN_LEN
             && raw
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self(raw.to_owned()))
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }
 
     /// The cookie value.
@@ -55,8 +59,12 @@ impl SessionToken {
     /// What stores key sessions by: SHA-256 of the token. A copy of the store
     /// hands out no live sessions, and a plain hash suffices for 256-bit input.
     pub fn hash(&self) -> TokenHash {
-        TokenHash(Sha256::digest(self.0.as_bytes()).into())
+        hash_token(&self.0)
     }
+}
+
+pub(crate) fn hash_token(raw: &str) -> TokenHash {
+    TokenHash(Sha256::digest(raw.as_bytes()).into())
 }
 
 impl std::fmt::Debug for SessionToken {

@@ -1,23 +1,44 @@
 //! `GET /admin` (role `admin`) and the dashboard's user actions.
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::{request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
-use latchkey::extract::wants_html;
-use latchkey::{Admin, RequireRole};
+use latchkey::extract::{wants_html, AuthRejection};
+use latchkey::{Admin, CurrentUser, RequireRole};
 use serde::Deserialize;
 
 use super::see_other;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::pages::{render, when, AdminPage, Nav, UserRow};
+use crate::flash::{self, Flash};
+use crate::pages::{forbidden, render, when, AdminPage, Nav, UserRow};
+
+/// A signed-in admin. Other roles get 403: the site's own page for a
+/// browser (with the usual header and a way back), JSON for scripts.
+pub struct AdminUser(pub CurrentUser);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match RequireRole::<Admin>::from_request_parts(parts, state).await {
+            Ok(RequireRole(user, _)) => Ok(AdminUser(user)),
+            Err(AuthRejection::Forbidden { html: true }) => {
+                // The lookup is cached: this does not ask the store again.
+                let user = CurrentUser::from_request_parts(parts, state).await.ok();
+                Err(forbidden(user.as_ref().and_then(Nav::of)))
+            }
+            Err(e) => Err(e.into_response()),
+        }
+    }
+}
 
 pub async fn get(
     State(app): State<AppState>,
     headers: HeaderMap,
-    RequireRole(user, _): RequireRole<Admin>,
+    AdminUser(user): AdminUser,
 ) -> Result<Response, ApiError> {
     if !wants_html(&headers) {
         return Ok(Json(
@@ -25,6 +46,16 @@ pub async fn get(
         )
         .into_response());
     }
+    page(&app, &user, StatusCode::OK, None).await
+}
+
+/// The dashboard, with `error` above the list when an action was refused.
+async fn page(
+    app: &AppState,
+    user: &CurrentUser,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<Response, ApiError> {
     let users = app
         .users
         .list()
@@ -32,18 +63,34 @@ pub async fn get(
         .into_iter()
         .map(|u| UserRow {
             last_login: u.last_login_at.map(when).unwrap_or_else(|| "never".into()),
+            is_self: u.id == user.user_id(),
             username: u.username,
             role: u.role,
         })
         .collect();
     let page = AdminPage {
-        nav: Nav::of(&user),
-        flash: None,
+        nav: Nav::of(user),
         csrf: user.csrf_token().to_owned(),
         username: user.username().to_owned(),
         users,
+        error,
+        min_len: app.auth.policy().min_chars,
     };
-    Ok(render(StatusCode::OK, page))
+    Ok(render(status, page))
+}
+
+/// A refused action: the dashboard with the reason for a browser, JSON else.
+async fn refused(
+    app: &AppState,
+    headers: &HeaderMap,
+    admin: &CurrentUser,
+    status: StatusCode,
+    why: String,
+) -> Result<Response, ApiError> {
+    if wants_html(headers) {
+        return page(app, admin, status, Some(why)).await;
+    }
+    Err(ApiError::Detail(status, why))
 }
 
 #[derive(Deserialize)]
@@ -51,10 +98,16 @@ pub struct RoleBody {
     role: String,
 }
 
-/// Answers an admin action: back to the dashboard for a browser, JSON else.
-fn done(headers: &HeaderMap, message: String) -> Response {
+#[derive(Deserialize)]
+pub struct ResetBody {
+    new_password: String,
+}
+
+/// Answers an admin action: back to the dashboard (with a flash) for a
+/// browser, JSON else.
+fn done(app: &AppState, headers: &HeaderMap, message: String, what: Flash) -> Response {
     if wants_html(headers) {
-        see_other("/admin")
+        flash::set(app, see_other("/admin"), what)
     } else {
         Json(serde_json::json!({ "message": message })).into_response()
     }
@@ -63,47 +116,108 @@ fn done(headers: &HeaderMap, message: String) -> Response {
 pub async fn set_role(
     State(app): State<AppState>,
     headers: HeaderMap,
-    RequireRole(admin, _): RequireRole<Admin>,
+    AdminUser(admin): AdminUser,
     Path(name): Path<String>,
     Input(body): Input<RoleBody>,
 ) -> Result<Response, ApiError> {
-    crate::cli::valid_role(&body.role)
-        .map_err(|e| ApiError::Detail(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let user = app.users.set_role(&name, &body.role).await?;
-    app.auth.set_role(&user.id, &body.role).await?;
-    tracing::info!(target: "latchkey::audit", event = "role_changed", by = admin.username(), username = %name, role = %body.role);
-    Ok(done(&headers, format!("{name} is now {}.", body.role)))
+    let role = body.role.trim();
+    if let Err(why) = crate::cli::valid_role(role) {
+        return refused(
+            &app,
+            &headers,
+            &admin,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            why,
+        )
+        .await;
+    }
+    let user = app.users.set_role(&name, role).await?;
+    app.auth.set_role(&user.id, role).await?;
+    tracing::info!(target: "latchkey::audit", event = "role_changed", by = admin.username(), username = %name, role = %role);
+    Ok(done(
+        &app,
+        &headers,
+        format!("{name} is now {role}."),
+        Flash::RoleChanged,
+    ))
+}
+
+/// An admin sets a new password for another user (same rules as any new
+/// password); every session of that user ends.
+pub async fn reset_password(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    AdminUser(admin): AdminUser,
+    Path(name): Path<String>,
+    Input(body): Input<ResetBody>,
+) -> Result<Response, ApiError> {
+    let user = app.users.get(&name).await?;
+    if user.id == admin.user_id() {
+        let why = "Change your own password on the Password page; it asks for the current one."
+            .to_owned();
+        return refused(&app, &headers, &admin, StatusCode::CONFLICT, why).await;
+    }
+    if let Err(why) = app.auth.policy().check(&user.username, &body.new_password) {
+        let why = format!("Password for {name} not changed: {why}");
+        return refused(
+            &app,
+            &headers,
+            &admin,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            why,
+        )
+        .await;
+    }
+    let hash = app.auth.hasher().hash(&body.new_password).await?;
+    app.users.set_hash(&name, &hash).await?;
+    let n = app.auth.end_user_sessions(&user.id, None).await?;
+    app.metrics.sessions_revoked.inc_by(n);
+    tracing::info!(target: "latchkey::audit", event = "password_reset", by = admin.username(), username = %name, sessions_ended = n);
+    Ok(done(
+        &app,
+        &headers,
+        format!("Password of {name} reset; ended {n} sessions."),
+        Flash::PasswordReset,
+    ))
 }
 
 pub async fn end_sessions(
     State(app): State<AppState>,
     headers: HeaderMap,
-    RequireRole(admin, _): RequireRole<Admin>,
+    AdminUser(admin): AdminUser,
     Path(name): Path<String>,
     _: Input<super::logout::Empty>,
 ) -> Result<Response, ApiError> {
     let user = app.users.get(&name).await?;
-    let keep = (user.id == admin.user_id()).then(|| admin.token().hash());
+    let keep = (user.id == admin.user_id()).then(|| admin.token_hash());
     let n = app.auth.end_user_sessions(&user.id, keep.as_ref()).await?;
     app.metrics.sessions_revoked.inc_by(n);
-    Ok(done(&headers, format!("Ended {n} sessions of {name}.")))
+    Ok(done(
+        &app,
+        &headers,
+        format!("Ended {n} sessions of {name}."),
+        Flash::UserSessionsEnded,
+    ))
 }
 
 pub async fn remove(
     State(app): State<AppState>,
     headers: HeaderMap,
-    RequireRole(admin, _): RequireRole<Admin>,
+    AdminUser(admin): AdminUser,
     Path(name): Path<String>,
     _: Input<super::logout::Empty>,
 ) -> Result<Response, ApiError> {
     if name == admin.username() {
-        return Err(ApiError::Detail(
-            StatusCode::CONFLICT,
-            "You cannot remove yourself; ask another admin.".into(),
-        ));
+        let why = "You cannot remove yourself; ask another admin.".to_owned();
+        return refused(&app, &headers, &admin, StatusCode::CONFLICT, why).await;
     }
     let user = app.users.remove(&name).await?;
     app.auth.end_user_sessions(&user.id, None).await?;
     tracing::info!(target: "latchkey::audit", event = "user_removed", by = admin.username(), username = %name);
-    Ok(done(&headers, format!("Removed {name}.")))
+    Ok(done(
+        &app,
+        &headers,
+        format!("Removed {name}."),
+        Flash::UserRemoved,
+    ))
 }

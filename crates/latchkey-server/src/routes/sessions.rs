@@ -13,6 +13,7 @@ use super::logout::{signed_out, Empty};
 use super::see_other;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::flash::{self, Flash};
 use crate::pages::{render, rfc3339, when, Nav, SessionRow, SessionsPage};
 
 pub async fn list(
@@ -39,7 +40,6 @@ pub async fn list(
             .collect();
         let page = SessionsPage {
             nav: Nav::of(&user),
-            flash: None,
             csrf: user.csrf_token().to_owned(),
             sessions: rows,
         };
@@ -90,8 +90,16 @@ pub async fn revoke(
 ) -> Result<Response, ApiError> {
     match end(&app, &user, &id).await? {
         None => Ok(detail(StatusCode::NOT_FOUND, "Session not found")),
-        Some(true) => Ok(signed_out(&app, see_other("/login"))),
-        Some(false) => Ok(see_other("/sessions")),
+        Some(true) => Ok(flash::set(
+            &app,
+            signed_out(&app, see_other("/login")),
+            Flash::SignedOut,
+        )),
+        Some(false) => Ok(flash::set(
+            &app,
+            see_other("/sessions"),
+            Flash::SessionRevoked,
+        )),
     }
 }
 
@@ -103,11 +111,15 @@ pub async fn revoke_others(
 ) -> Result<Response, ApiError> {
     let n = app
         .auth
-        .end_user_sessions(user.user_id(), Some(&user.token().hash()))
+        .end_user_sessions(user.user_id(), Some(&user.token_hash()))
         .await?;
     app.metrics.sessions_revoked.inc_by(n);
     if wants_html(&headers) {
-        return Ok(see_other("/sessions"));
+        return Ok(flash::set(
+            &app,
+            see_other("/sessions"),
+            Flash::OthersRevoked,
+        ));
     }
     Ok(
         Json(serde_json::json!({ "message": format!("Ended {n} other sessions.") }))

@@ -1,7 +1,7 @@
 //! In-process store: fastest, single process, forgotten at exit.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +18,7 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Sessions {
-    by_key: HashMap<TokenHash, SessionRecord>,
+    by_key: HashMap<TokenHash, Arc<SessionRecord>>,
     by_user: HashMap<String, HashSet<TokenHash>>,
 }
 
@@ -71,11 +71,11 @@ impl SessionStore for MemoryStore {
             .entry(record.user_id.clone())
             .or_default()
             .insert(key);
-        s.by_key.insert(key, record.clone());
+        s.by_key.insert(key, Arc::new(record.clone()));
         Ok(())
     }
 
-    async fn load(&self, key: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
+    async fn load(&self, key: &TokenHash) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         Ok(read!(self.sessions).by_key.get(key).cloned())
     }
 
@@ -86,6 +86,7 @@ impl SessionStore for MemoryStore {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         if let Some(r) = write!(self.sessions).by_key.get_mut(key) {
+            let r = Arc::make_mut(r);
             r.last_seen_at = last_seen_at;
             r.expires_at = expires_at;
         }
@@ -102,7 +103,7 @@ impl SessionStore for MemoryStore {
         let mut out: Vec<SessionRecord> = s
             .user_keys(user_id)
             .iter()
-            .filter_map(|k| s.by_key.get(k).cloned())
+            .filter_map(|k| s.by_key.get(k).map(|r| SessionRecord::clone(r)))
             .collect();
         out.sort_by_key(|r| r.created_at);
         Ok(out)
@@ -128,7 +129,7 @@ impl SessionStore for MemoryStore {
         let mut s = write!(self.sessions);
         for key in s.user_keys(user_id) {
             if let Some(r) = s.by_key.get_mut(&key) {
-                r.role = role.to_owned();
+                Arc::make_mut(r).role = role.to_owned();
             }
         }
         Ok(())

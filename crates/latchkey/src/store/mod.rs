@@ -54,7 +54,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Files a new session under `record.token_hash`.
     async fn create(&self, record: &SessionRecord) -> Result<(), StoreError>;
     /// The session filed under `key`, if any (expired or not: the caller checks).
-    async fn load(&self, key: &TokenHash) -> Result<Option<SessionRecord>, StoreError>;
+    async fn load(&self, key: &TokenHash) -> Result<Option<Arc<SessionRecord>>, StoreError>;
     /// Records activity: new `last_seen_at` and `expires_at`.
     async fn touch(
         &self,

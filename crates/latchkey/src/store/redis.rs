@@ -115,7 +115,7 @@ impl RedisStore {
                 continue;
             };
             match self.load(&hash).await? {
-                Some(r) => out.push(r),
+                Some(r) => out.push(SessionRecord::clone(&r)),
                 None => {
                     let _: () = self.run(c.srem(&ukey, &hex)).await?;
                 }
@@ -207,13 +207,16 @@ impl SessionStore for RedisStore {
         self.run(pipe.query_async::<()>(&mut c)).await
     }
 
-    async fn load(&self, key: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
+    async fn load(
+        &self,
+        key: &TokenHash,
+    ) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
         let mut c = self.conn().await?;
         let h: HashMap<String, String> = self.run(c.hgetall(self.session_key(key))).await?;
         Ok(if h.is_empty() {
             None
         } else {
-            record_from_hash(*key, h)
+            record_from_hash(*key, h).map(std::sync::Arc::new)
         })
     }
 

@@ -54,13 +54,13 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            async fn load(&self, key: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
+            async fn load(&self, key: &TokenHash) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
                 self.run(async {
                     let row = sqlx::query("SELECT * FROM latchkey_sessions WHERE token_hash = $1")
                         .bind(key.0.to_vec())
                         .fetch_optional(&self.pool().await?)
                         .await?;
-                    row.as_ref().map(record_from_row).transpose()
+                    Ok(row.as_ref().map(record_from_row).transpose()?.map(std::sync::Arc::new))
                 })
                 .await
             }

@@ -73,7 +73,7 @@ macro_rules! store_suite {
             let (tok, rec) = record("u1");
             s.create(&rec).await.unwrap();
             let got = s.load(&tok.hash()).await.unwrap().expect("stored");
-            assert_eq!(got, rec);
+            assert_eq!(*got, rec);
             s.delete(&tok.hash()).await.unwrap();
             assert!(s.load(&tok.hash()).await.unwrap().is_none());
             s.delete(&tok.hash()).await.unwrap(); // idempotent
