@@ -18,3 +18,23 @@ CREATE TABLE IF NOT EXISTS latchkey_counters (
     count      INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Every ended or changed session leaves a row here (by trigger, so the CLI
+-- and other processes log theirs too). Each process keeps a cache of
+-- sessions and evicts what this log names; see store/sqlite.rs.
+CREATE TABLE IF NOT EXISTS latchkey_revocations (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    token_hash BLOB NOT NULL,
+    at         INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS latchkey_sessions_deleted AFTER DELETE ON latchkey_sessions
+WHEN old.expires_at > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+BEGIN
+    INSERT INTO latchkey_revocations (token_hash, at)
+    VALUES (old.token_hash, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+END;
+CREATE TRIGGER IF NOT EXISTS latchkey_sessions_role_changed AFTER UPDATE OF role ON latchkey_sessions
+WHEN old.role <> new.role
+BEGIN
+    INSERT INTO latchkey_revocations (token_hash, at)
+    VALUES (old.token_hash, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+END;

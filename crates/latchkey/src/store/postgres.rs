@@ -89,6 +89,38 @@ pub fn create_schema(
 
 sql_store_impl!(PostgresStore, PgRow);
 
+// Every request reads PostgreSQL: revocations by any instance are seen at once.
+#[async_trait::async_trait]
+impl SessionStore for PostgresStore {
+    async fn create(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.db_create(record).await
+    }
+    async fn load(&self, key: &TokenHash) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
+        self.db_load(key).await
+    }
+    async fn touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+        self.db_touch(key, last_seen_at, expires_at).await
+    }
+    async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
+        self.db_delete(key).await
+    }
+    async fn list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        self.db_list_user(user_id).await
+    }
+    async fn delete_user(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
+        self.db_delete_user(user_id, keep).await
+    }
+    async fn set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {
+        self.db_set_role(user_id, role).await
+    }
+    async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
+        self.db_sweep(now).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db_ping().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     crate::store::suite::store_suite!(async {

@@ -27,9 +27,10 @@ macro_rules! sql_store_impl {
             })
         }
 
-        #[async_trait::async_trait]
-        impl SessionStore for $store {
-            async fn create(&self, r: &SessionRecord) -> Result<(), StoreError> {
+        /// The plain SQL operations; the `SessionStore` impl decides how
+        /// they combine with caching.
+        impl $store {
+            async fn db_create(&self, r: &SessionRecord) -> Result<(), StoreError> {
                 self.run(async {
                     sqlx::query(
                         "INSERT INTO latchkey_sessions (token_hash, id, user_id, username, role, \
@@ -54,7 +55,7 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            async fn load(&self, key: &TokenHash) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
+            async fn db_load(&self, key: &TokenHash) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
                 self.run(async {
                     let row = sqlx::query("SELECT * FROM latchkey_sessions WHERE token_hash = $1")
                         .bind(key.0.to_vec())
@@ -65,7 +66,7 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            async fn touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+            async fn db_touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
                 self.run(async {
                     sqlx::query(
                         "UPDATE latchkey_sessions SET last_seen_at = $2, expires_at = $3 WHERE token_hash = $1",
@@ -80,7 +81,7 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
+            async fn db_delete(&self, key: &TokenHash) -> Result<(), StoreError> {
                 self.run(async {
                     sqlx::query("DELETE FROM latchkey_sessions WHERE token_hash = $1")
                         .bind(key.0.to_vec())
@@ -91,7 +92,7 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            async fn list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+            async fn db_list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
                 self.run(async {
                     let rows = sqlx::query(
                         "SELECT * FROM latchkey_sessions WHERE user_id = $1 ORDER BY created_at",
@@ -104,7 +105,7 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            async fn delete_user(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
+            async fn db_delete_user(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
                 let keep = keep.map(|k| k.0.to_vec()).unwrap_or_default();
                 self.run(async {
                     let done = sqlx::query(
@@ -119,7 +120,7 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            async fn set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {
+            async fn db_set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {
                 self.run(async {
                     sqlx::query("UPDATE latchkey_sessions SET role = $2 WHERE user_id = $1")
                         .bind(user_id)
@@ -131,7 +132,7 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
+            async fn db_sweep(&self, now: i64) -> Result<u64, StoreError> {
                 let mut total = 0;
                 loop {
                     let n = self
@@ -165,7 +166,7 @@ macro_rules! sql_store_impl {
                 Ok(total)
             }
 
-            async fn ping(&self) -> Result<(), StoreError> {
+            async fn db_ping(&self) -> Result<(), StoreError> {
                 self.run(async {
                     sqlx::query("SELECT 1").execute(&self.pool().await?).await?;
                     Ok(())
