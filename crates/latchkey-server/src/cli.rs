@@ -76,7 +76,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub secret_key_file: Option<PathBuf>,
     /// The server secret itself (prefer the environment variable to the flag).
-    #[arg(long, env = "LATCHKEY_SECRET_KEY", value_name = "SECRET", value_parser = parse_secret, hide_env_values = true, hide = true)]
+    #[arg(long, env = "LATCHKEY_SECRET_KEY", value_name = "SECRET", value_parser = SecretParser, hide_env_values = true, hide = true)]
     pub secret_key: Option<Secret>,
     /// Development mode: make and keep a secret beside the database, and
     /// send cookies without Secure so plain-HTTP localhost works.
@@ -133,6 +133,31 @@ pub struct ServeArgs {
     /// Window the per-address limits count in.
     #[arg(long, env = "LATCHKEY_FAILURE_WINDOW", default_value = "15m", value_name = "DUR", value_parser = parse_duration)]
     pub failure_window: Duration,
+}
+
+/// Parses the secret like `parse_secret`, but a refused value is never
+/// echoed back (clap's own error would print it).
+#[derive(Clone)]
+struct SecretParser;
+
+impl clap::builder::TypedValueParser for SecretParser {
+    type Value = Secret;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Secret, clap::Error> {
+        let refused = |why: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid secret key (LATCHKEY_SECRET_KEY): {why}\n"),
+            )
+        };
+        let text = value.to_str().ok_or_else(|| refused("not UTF-8 text"))?;
+        parse_secret(text).map_err(|e| refused(&e))
+    }
 }
 
 #[derive(Subcommand, Debug)]

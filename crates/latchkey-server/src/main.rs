@@ -40,8 +40,35 @@ impl Failure {
     }
 }
 
+/// Prints a clap error and exits. A missing argument or sub-command is
+/// named on the first line (clap puts it on the second, or prints only help).
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match e.kind() {
+        ErrorKind::MissingRequiredArgument => {
+            if let Some(ContextValue::Strings(args)) = e.get(ContextKind::InvalidArg) {
+                let rendered = e.render().to_string();
+                let usage = rendered.find("Usage:").map_or("", |i| &rendered[i..]);
+                eprint!(
+                    "error: missing required argument {}\n\n{usage}",
+                    args.join(", ")
+                );
+                std::process::exit(2);
+            }
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("error: missing sub-command\n");
+        }
+        _ => {}
+    }
+    e.exit()
+}
+
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     let serving = matches!(cli.command, cli::Command::Serve(_));
     let filter = EnvFilter::try_from_env("LATCHKEY_LOG")
         .unwrap_or_else(|_| EnvFilter::new(if serving { "info" } else { "warn" }));
