@@ -58,19 +58,22 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// Whether `submitted` is the right token for this request: the session's,
-/// or the one derived from the pre-session cookie.
+/// Whether `submitted` is the right token for this request: the session's
+/// when signed in, else the one derived from the pre-session cookie. Signed
+/// in, the pre-session token no longer counts: the token rotates at login,
+/// so one known before sign-in (e.g. from a planted cookie) forges nothing.
 pub fn form_token_valid(
     key: &[u8],
     submitted: &str,
     session: Option<&SessionRecord>,
     pre_session_cookie: Option<&str>,
 ) -> bool {
-    let by_session = session.is_some_and(|s| secrets_equal(submitted, session_token(s)));
-    let by_cookie = pre_session_cookie
-        .filter(|c| !c.is_empty())
-        .is_some_and(|c| secrets_equal(submitted, &pre_session_token(key, c)));
-    by_session | by_cookie
+    match session {
+        Some(s) => secrets_equal(submitted, session_token(s)),
+        None => pre_session_cookie
+            .filter(|c| !c.is_empty())
+            .is_some_and(|c| secrets_equal(submitted, &pre_session_token(key, c))),
+    }
 }
 
 #[cfg(test)]

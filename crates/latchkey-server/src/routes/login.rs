@@ -75,6 +75,7 @@ pub async fn post(
     State(app): State<AppState>,
     meta: RequestMeta,
     headers: HeaderMap,
+    MaybeUser(user): MaybeUser,
     Input(body): Input<LoginBody>,
 ) -> Response {
     let html = wants_html(&headers);
@@ -118,10 +119,12 @@ pub async fn post(
                 LoginError::Throttled { retry_after } => Some(retry_after.as_secs().max(1)),
                 _ => None,
             };
+            // A failed attempt leaves a signed-in browser signed in: its
+            // form must carry the session's token, the only one it accepts.
             let mut res = login_page(
                 &app,
                 &headers,
-                None,
+                user.as_ref(),
                 status,
                 Some(e.to_string()),
                 body.username,
