@@ -13,7 +13,8 @@ use latchkey::body::BODY_LIMIT;
 use latchkey::Latchkey;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::error::{json_errors, method_not_allowed, not_found};
+use crate::error::{browser_errors, json_errors, method_not_allowed, not_found};
+use crate::flash;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::users::Users;
@@ -24,6 +25,8 @@ pub struct App {
     pub users: Users,
     /// First-run code while no user exists; `None` once used.
     pub setup_code: Mutex<Option<String>>,
+    /// `--allow-signup`: anyone may create an account (role `user`).
+    pub allow_signup: bool,
     pub metrics: Metrics,
 }
 
@@ -45,6 +48,10 @@ pub fn router(state: AppState) -> Router {
             post(routes::admin::end_sessions),
         )
         .route("/admin/users/{name}/remove", post(routes::admin::remove))
+        .route(
+            "/admin/users/{name}/password",
+            post(routes::admin::reset_password),
+        )
         .route("/sessions", get(routes::sessions::list))
         .route("/sessions/{id}", delete(routes::sessions::delete))
         .route("/sessions/{id}/revoke", post(routes::sessions::revoke))
@@ -57,6 +64,10 @@ pub fn router(state: AppState) -> Router {
             get(routes::password::get).post(routes::password::post),
         )
         .route("/setup", get(routes::setup::get).post(routes::setup::post))
+        .route(
+            "/signup",
+            get(routes::signup::get).post(routes::signup::post),
+        )
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
@@ -70,6 +81,8 @@ pub fn router(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(browser_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), flash::layer))
         .layer(auth_layer)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// send cookies without Secure so plain-HTTP localhost works.
     #[arg(long, env = "LATCHKEY_DEV", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub dev: bool,
+    /// Let anyone create an account (role "user") at /signup; off by default.
+    #[arg(long, env = "LATCHKEY_ALLOW_SIGNUP", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_signup: bool,
     /// Sign out after this long without a request.
     #[arg(long, env = "LATCHKEY_IDLE_TIMEOUT", default_value = "30m", value_name = "DUR", value_parser = parse_duration)]
     pub idle_timeout: Duration,

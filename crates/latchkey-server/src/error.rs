@@ -88,3 +88,84 @@ pub async fn not_found(headers: axum::http::HeaderMap) -> Response {
 pub async fn method_not_allowed() -> Response {
     detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
 }
+
+/// Browsers get pages, not JSON, for two errors a person meets while
+/// clicking: 401 (signed out, e.g. a form posted after the session ended:
+/// a page linking to sign in that returns them where they were) and 404.
+/// Status and headers are kept; other errors keep their JSON body.
+pub async fn browser_errors(req: Request, next: Next) -> Response {
+    let html = latchkey::extract::wants_html(req.headers());
+    let back_to = html.then(|| return_path(&req)).flatten();
+    let res = next.run(req).await;
+    let status = res.status();
+    if !html || !(status == StatusCode::UNAUTHORIZED || status == StatusCode::NOT_FOUND) {
+        return res;
+    }
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return res;
+    }
+    let page = if status == StatusCode::UNAUTHORIZED {
+        let login = match back_to {
+            Some(path) => format!(
+                "/login?next={}",
+                percent_encoding::utf8_percent_encode(&path, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            None => "/login".to_owned(),
+        };
+        crate::pages::message(
+            status,
+            "Signed out",
+            "Your session has ended, so that was not done. Sign in and try again.",
+            Some((&login, "Sign in")),
+        )
+    } else {
+        crate::pages::message(
+            status,
+            "Not found",
+            "There is nothing here: it may have been removed already.",
+            Some(("/profile", "Go to your profile")),
+        )
+    };
+    let (mut parts, _) = res.into_parts();
+    let (new_parts, body) = page.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        new_parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("text/html; charset=utf-8")),
+    );
+    Response::from_parts(parts, body)
+}
+
+/// Where a signed-out browser was going: this page for a GET, else the
+/// same-site page the form was on (from `Referer`). Only a local path.
+fn return_path(req: &Request) -> Option<String> {
+    let path = if req.method() == axum::http::Method::GET {
+        req.uri().path_and_query()?.as_str().to_owned()
+    } else {
+        let referer = req.headers().get(header::REFERER)?.to_str().ok()?;
+        let url = url::Url::parse(referer).ok()?;
+        let host = req.headers().get(header::HOST)?.to_str().ok()?;
+        let referer_host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str()?),
+            None => url.host_str()?.to_owned(),
+        };
+        if !referer_host.eq_ignore_ascii_case(host) {
+            return None;
+        }
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    };
+    let safe = crate::routes::safe_next(Some(&path));
+    (safe == path).then_some(path)
+}

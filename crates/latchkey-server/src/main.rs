@@ -4,6 +4,7 @@ mod app;
 mod cli;
 mod config;
 mod error;
+mod flash;
 mod http;
 mod metrics;
 mod pages;

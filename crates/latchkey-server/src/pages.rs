@@ -6,7 +6,7 @@ use axum::response::{Html, IntoResponse, Response};
 use latchkey::CurrentUser;
 
 /// Bumped with the stylesheet so browsers may cache it for a year.
-pub const ASSET_VERSION: &str = "1";
+pub const ASSET_VERSION: &str = "2";
 pub const STYLESHEET: &str = include_str!("../static/style.css");
 
 /// What the header shows for a signed-in user.
@@ -30,18 +30,18 @@ impl Nav {
 #[template(path = "login.html")]
 pub struct LoginPage {
     pub nav: Option<Nav>,
-    pub flash: Option<String>,
     pub csrf: String,
     pub error: Option<String>,
     pub username: String,
     pub next: String,
+    /// Show the "Create an account" link (`--allow-signup`).
+    pub signup: bool,
 }
 
 #[derive(Template)]
 #[template(path = "profile.html")]
 pub struct ProfilePage {
     pub nav: Option<Nav>,
-    pub flash: Option<String>,
     pub username: String,
     pub role: String,
     pub started: String,
@@ -61,7 +61,6 @@ pub struct SessionRow {
 #[template(path = "sessions.html")]
 pub struct SessionsPage {
     pub nav: Option<Nav>,
-    pub flash: Option<String>,
     pub csrf: String,
     pub sessions: Vec<SessionRow>,
 }
@@ -70,7 +69,6 @@ pub struct SessionsPage {
 #[template(path = "password.html")]
 pub struct PasswordPage {
     pub nav: Option<Nav>,
-    pub flash: Option<String>,
     pub csrf: String,
     pub username: String,
     pub error: Option<String>,
@@ -81,7 +79,6 @@ pub struct PasswordPage {
 #[template(path = "setup.html")]
 pub struct SetupPage {
     pub nav: Option<Nav>,
-    pub flash: Option<String>,
     pub csrf: String,
     pub code: String,
     pub username: String,
@@ -93,23 +90,35 @@ pub struct UserRow {
     pub username: String,
     pub role: String,
     pub last_login: String,
+    /// The admin looking at the page (no "remove" or "reset" for oneself).
+    pub is_self: bool,
 }
 
 #[derive(Template)]
 #[template(path = "admin.html")]
 pub struct AdminPage {
     pub nav: Option<Nav>,
-    pub flash: Option<String>,
     pub csrf: String,
     pub username: String,
     pub users: Vec<UserRow>,
+    pub error: Option<String>,
+    pub min_len: usize,
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+pub struct SignupPage {
+    pub nav: Option<Nav>,
+    pub csrf: String,
+    pub username: String,
+    pub error: Option<String>,
+    pub min_len: usize,
 }
 
 #[derive(Template)]
 #[template(path = "message.html")]
 pub struct MessagePage {
     pub nav: Option<Nav>,
-    pub flash: Option<String>,
     pub title: String,
     pub message: String,
     pub link: Option<(String, String)>,
@@ -127,8 +136,19 @@ pub fn render(status: StatusCode, page: impl Template) -> Response {
     }
 }
 
-/// A titled message page (404, 403, 429...).
+/// A titled message page (404, 403, 401...).
 pub fn message(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    link: Option<(&str, &str)>,
+) -> Response {
+    message_for(None, status, title, message, link)
+}
+
+/// Same, with the signed-in header when there is a user.
+pub fn message_for(
+    nav: Option<Nav>,
     status: StatusCode,
     title: &str,
     message: &str,
@@ -137,12 +157,22 @@ pub fn message(
     render(
         status,
         MessagePage {
-            nav: None,
-            flash: None,
+            nav,
             title: title.to_owned(),
             message: message.to_owned(),
             link: link.map(|(a, b)| (a.to_owned(), b.to_owned())),
         },
+    )
+}
+
+/// The browser's 403 page: signed in, but not allowed here.
+pub fn forbidden(nav: Option<Nav>) -> Response {
+    message_for(
+        nav,
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "Your account may not open this page. Ask an admin if you need access.",
+        Some(("/profile", "Back to your profile")),
     )
 }
 

@@ -77,6 +77,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         auth,
         users,
         setup_code: Mutex::new(None),
+        allow_signup: args.allow_signup,
         metrics: Metrics::new(),
     });
     tracing::info!(

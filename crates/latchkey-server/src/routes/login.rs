@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{safe_next, see_other, with_cookie};
 use crate::app::AppState;
+use crate::flash::{self, Flash};
 use crate::pages::{render, LoginPage, Nav};
 
 #[derive(Deserialize)]
@@ -62,7 +63,7 @@ fn login_page(
     let (csrf, cookie) = app.auth.form_token(headers, user);
     let page = LoginPage {
         nav: user.and_then(Nav::of),
-        flash: None,
+        signup: app.allow_signup,
         csrf,
         error,
         username,
@@ -97,7 +98,11 @@ pub async fn post(
                 tracing::warn!(error = %e, "could not record last sign-in");
             }
             let mut res = if html {
-                see_other(&safe_next(body.next.as_deref()))
+                flash::set(
+                    &app,
+                    see_other(&safe_next(body.next.as_deref())),
+                    Flash::SignedIn,
+                )
             } else {
                 Json(serde_json::json!({ "message": "Login successful!" })).into_response()
             };
@@ -119,6 +124,13 @@ pub async fn post(
                 LoginError::Throttled { retry_after } => Some(retry_after.as_secs().max(1)),
                 _ => None,
             };
+            let error = match retry {
+                Some(secs) => format!(
+                    "Too many failed attempts. Try again in {}.",
+                    humantime::format_duration(std::time::Duration::from_secs(secs))
+                ),
+                None => e.to_string(),
+            };
             // A failed attempt leaves a signed-in browser signed in: its
             // form must carry the session's token, the only one it accepts.
             let mut res = login_page(
@@ -126,7 +138,7 @@ pub async fn post(
                 &headers,
                 user.as_ref(),
                 status,
-                Some(e.to_string()),
+                Some(error),
                 body.username,
                 safe_next(body.next.as_deref()),
             );

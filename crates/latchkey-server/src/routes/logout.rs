@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::see_other;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::flash::{self, Flash};
 
 /// Logout takes no fields; a form still carries its CSRF token.
 #[derive(Deserialize)]
@@ -23,11 +24,11 @@ pub async fn post(
 ) -> Result<Response, ApiError> {
     app.auth.logout(&headers).await?;
     app.metrics.logouts.inc();
-    let res = if wants_html(&headers) {
-        see_other("/login")
-    } else {
-        Json(serde_json::json!({ "message": "Logged out successfully." })).into_response()
-    };
+    if wants_html(&headers) {
+        let res = signed_out(&app, see_other("/login"));
+        return Ok(flash::set(&app, res, Flash::SignedOut));
+    }
+    let res = Json(serde_json::json!({ "message": "Logged out successfully." })).into_response();
     Ok(signed_out(&app, res))
 }
 

@@ -8,6 +8,7 @@ pub mod password;
 pub mod profile;
 pub mod sessions;
 pub mod setup;
+pub mod signup;
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

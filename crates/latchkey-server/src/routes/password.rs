@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::see_other;
 use crate::app::AppState;
+use crate::flash::{self, Flash};
 use crate::pages::{render, Nav, PasswordPage};
 
 pub async fn get(State(app): State<AppState>, headers: HeaderMap, user: CurrentUser) -> Response {
@@ -26,7 +27,6 @@ fn page(app: &AppState, user: &CurrentUser, status: StatusCode, error: Option<St
         status,
         PasswordPage {
             nav: Nav::of(user),
-            flash: None,
             csrf: user.csrf_token().to_owned(),
             username: user.username().to_owned(),
             error,
@@ -63,7 +63,7 @@ pub async fn post(
         Ok(done) => {
             app.metrics.password_changes.inc();
             let mut res = if html {
-                see_other("/profile")
+                flash::set(&app, see_other("/profile"), Flash::PasswordChanged)
             } else {
                 Json(serde_json::json!({ "message": "Password changed." })).into_response()
             };

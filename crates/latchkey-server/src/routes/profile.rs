@@ -16,7 +16,6 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap, user: CurrentU
         let t = app.auth.config().session_timeouts();
         let page = ProfilePage {
             nav: Nav::of(&user),
-            flash: None,
             username: user.username().to_owned(),
             role: user.role().to_owned(),
             started: when(s.created_at),

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::{see_other, with_cookie};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::flash::{self, Flash};
 use crate::pages::{message, render, SetupPage};
 
 #[derive(Deserialize)]
@@ -64,7 +65,6 @@ fn form(
     let (csrf, cookie) = app.auth.form_token(headers, None);
     let page = SetupPage {
         nav: None,
-        flash: None,
         csrf,
         code,
         username,
@@ -124,7 +124,7 @@ pub async fn post(
     *app.setup_code.lock().unwrap_or_else(|e| e.into_inner()) = None;
     tracing::info!(target: "latchkey::audit", event = "first_admin_created", username = %body.username);
     if wants_html(&headers) {
-        return Ok(see_other("/login"));
+        return Ok(flash::set(&app, see_other("/login"), Flash::AdminCreated));
     }
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "message": format!("Admin {} created. Sign in at /login.", body.username) }))).into_response())
 }

@@ -1,0 +1,145 @@
+//! `GET/POST /signup`: self sign-up, only with `--allow-signup` (else 404).
+//! New accounts get role `user` and follow the same password rules as
+//! every new password; the new user is signed in straight away.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use latchkey::body::Input;
+use latchkey::error::detail;
+use latchkey::extract::{wants_html, MaybeUser};
+use latchkey::RequestMeta;
+use serde::Deserialize;
+
+use super::{see_other, with_cookie};
+use crate::app::AppState;
+use crate::error::{not_found, ApiError};
+use crate::flash::{self, Flash};
+use crate::pages::{render, Nav, SignupPage};
+use crate::users::UsersError;
+
+#[derive(Deserialize)]
+pub struct SignupBody {
+    username: String,
+    password: String,
+}
+
+fn form(
+    app: &AppState,
+    headers: &HeaderMap,
+    user: Option<&latchkey::CurrentUser>,
+    status: StatusCode,
+    username: String,
+    error: Option<String>,
+) -> Response {
+    let (csrf, cookie) = app.auth.form_token(headers, user);
+    let page = SignupPage {
+        nav: user.and_then(Nav::of),
+        csrf,
+        username,
+        error,
+        min_len: app.auth.policy().min_chars,
+    };
+    with_cookie(render(status, page), cookie)
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    MaybeUser(user): MaybeUser,
+) -> Response {
+    if !app.allow_signup {
+        return not_found(headers).await;
+    }
+    if !wants_html(&headers) {
+        return Json(
+            serde_json::json!({ "message": "POST username and password to create an account." }),
+        )
+        .into_response();
+    }
+    form(
+        &app,
+        &headers,
+        user.as_ref(),
+        StatusCode::OK,
+        String::new(),
+        None,
+    )
+}
+
+pub async fn post(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    meta: RequestMeta,
+    MaybeUser(user): MaybeUser,
+    Input(body): Input<SignupBody>,
+) -> Result<Response, ApiError> {
+    if !app.allow_signup {
+        return Ok(not_found(headers).await);
+    }
+    let html = wants_html(&headers);
+    let refuse = |status: StatusCode, why: String, username: String| {
+        if html {
+            form(&app, &headers, user.as_ref(), status, username, Some(why))
+        } else {
+            detail(status, &why)
+        }
+    };
+    let refused = crate::users::valid_username(&body.username)
+        .and_then(|()| app.auth.policy().check(&body.username, &body.password));
+    if let Err(why) = refused {
+        return Ok(refuse(StatusCode::UNPROCESSABLE_ENTITY, why, body.username));
+    }
+    let hash = app.auth.hasher().hash(&body.password).await?;
+    match app.users.add(&body.username, &hash, "user").await {
+        Ok(_) => {}
+        Err(UsersError::Exists(_)) => {
+            return Ok(refuse(
+                StatusCode::CONFLICT,
+                "That username is taken; choose another.".into(),
+                body.username,
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(target: "latchkey::audit", event = "signed_up", username = %body.username, ip = %meta.ip);
+    // Sign the new user in, as a sign-in would (a fresh token, no fixation).
+    let previous = app.auth.cookies().token(&headers);
+    let signed_in = app
+        .auth
+        .login(
+            &app.users,
+            &body.username,
+            &body.password,
+            &meta,
+            previous.as_ref(),
+        )
+        .await;
+    let done = match signed_in {
+        Ok(done) => {
+            if let Err(e) = app.users.touch_login(&done.record.user_id).await {
+                tracing::warn!(error = %e, "could not record last sign-in");
+            }
+            Some(done)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sign-in after sign-up failed; the user can sign in by hand");
+            None
+        }
+    };
+    let mut res = match (html, &done) {
+        (true, Some(_)) => flash::set(&app, see_other("/profile"), Flash::SignedUp),
+        (true, None) => flash::set(&app, see_other("/login"), Flash::SignedUpSignIn),
+        (false, _) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "message": format!("Account {} created.", body.username) })),
+        )
+            .into_response(),
+    };
+    if let Some(done) = done {
+        res.headers_mut()
+            .append(header::SET_COOKIE, done.set_cookie);
+    }
+    Ok(res)
+}
