@@ -51,8 +51,13 @@ pub struct ProfilePage {
 
 pub struct SessionRow {
     pub id: String,
+    /// "Firefox on Windows", for people; the full `User-Agent` beside it.
+    pub device: String,
     pub user_agent: String,
     pub ip: String,
+    pub started: String,
+    /// "5 min ago"; `last_seen` is the exact time.
+    pub last_seen_ago: String,
     pub last_seen: String,
     pub current: bool,
 }
@@ -200,8 +205,86 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// "Chrome on Linux" from a `User-Agent`; "Unknown device" when it says
+/// nothing we know.
+pub fn device(user_agent: &str) -> String {
+    let ua = user_agent;
+    let browser = [
+        ("Edg/", "Edge"),
+        ("OPR/", "Opera"),
+        ("Firefox/", "Firefox"),
+        ("FxiOS/", "Firefox"),
+        ("HeadlessChrome/", "Headless Chrome"),
+        ("CriOS/", "Chrome"),
+        ("Chrome/", "Chrome"),
+        ("Chromium/", "Chromium"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    let os = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("Windows", "Windows"),
+        ("CrOS", "ChromeOS"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    match (browser, os) {
+        (Some(b), Some(o)) => format!("{b} on {o}"),
+        (Some(b), None) => b.to_owned(),
+        (None, Some(o)) => format!("A browser on {o}"),
+        (None, None) => "Unknown device".to_owned(),
+    }
+}
+
+/// How long ago `ms` was, roughly: "just now", "5 min ago", "3 h ago".
+pub fn ago(ms: i64, now_ms: i64) -> String {
+    let secs = (now_ms - ms).max(0) / 1000;
+    match secs {
+        0..=59 => "just now".to_owned(),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86_399 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
 /// Same, for people: "2026-11-27 09:41".
 pub fn when(ms: i64) -> String {
     let s = rfc3339(ms);
     s.get(..16).map(|d| d.replace('T', " ")).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ago, device};
+
+    #[test]
+    fn devices_are_named_for_people() {
+        let firefox =
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        assert_eq!(device(firefox), "Firefox on Windows");
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+        assert_eq!(device(iphone), "Safari on iOS");
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+        assert_eq!(device(chrome), "Chrome on Linux");
+        assert_eq!(device("curl/8.5.0"), "curl");
+        assert_eq!(device(""), "Unknown device");
+    }
+
+    #[test]
+    fn ages_are_rough() {
+        let now = 10_000_000_000;
+        assert_eq!(ago(now - 5_000, now), "just now");
+        assert_eq!(ago(now - 5 * 60_000, now), "5 min ago");
+        assert_eq!(ago(now - 3 * 3_600_000, now), "3 h ago");
+        assert_eq!(ago(now - 2 * 86_400_000, now), "2 days ago");
+        assert_eq!(ago(now + 1_000, now), "just now");
+    }
 }

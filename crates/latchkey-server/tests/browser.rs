@@ -129,7 +129,7 @@ impl Browser {
             "--disable-background-networking".to_owned(),
             "--disable-component-update".to_owned(),
             "--disable-sync".to_owned(),
-            "--window-size=1000,760".to_owned(),
+            "--window-size=1100,900".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         let caps = serde_json::json!({
@@ -305,6 +305,36 @@ impl Browser {
             .len()
     }
 
+    /// At phone width (390 px) the page needs no sideways scrolling.
+    async fn fits_a_phone(&self, name: &str) {
+        self.c.set_window_size(390, 844).await.expect("resize");
+        let width = self
+            .c
+            .execute("return window.innerWidth;", vec![])
+            .await
+            .expect("measure");
+        assert!(
+            width.as_u64().unwrap_or(999) <= 420,
+            "window is {width} px wide"
+        );
+        self.shot(name).await;
+        let fits = self
+            .c
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .expect("measure");
+        let path = self.path().await;
+        assert_eq!(
+            fits.as_bool(),
+            Some(true),
+            "{path} scrolls sideways on a phone"
+        );
+        self.c.set_window_size(1100, 900).await.expect("resize");
+    }
+
     /// Saves a PNG of the window as `NAME.png` in the screenshot directory.
     async fn shot(&self, name: &str) {
         let png = self.c.screenshot().await.expect("screenshot");
@@ -456,6 +486,7 @@ async fn sign_in_page_and_throttling_say_when_to_retry() {
     }
     assert_eq!(b.count("form[action='/login'] button").await, 1);
     b.shot("sign-in").await;
+    b.fits_a_phone("sign-in-phone").await;
 
     for _ in 0..2 {
         b.fill("#username", "alice").await;
@@ -531,6 +562,7 @@ async fn admin_page_is_for_admins_only() {
         .await;
     admin.wait_text("Role changed.").await;
     admin.shot("admin-dashboard").await;
+    admin.fits_a_phone("admin-dashboard-phone").await;
     user.go("/admin").await;
     user.wait_text("Admin dashboard for bob.").await;
 
@@ -550,22 +582,50 @@ async fn one_browser_revokes_the_other_and_a_password_change_ends_it() {
     laptop.sign_in("alice", PASSWORD).await;
     phone.sign_in("alice", PASSWORD).await;
 
+    // The phone has a form open when its session is ended elsewhere.
+    phone.go("/password").await;
+    phone.wait_text("Change password").await;
+
     // The laptop sees both sessions, itself marked, the other with a button.
     laptop.go("/sessions").await;
     let text = laptop.wait_text("Your sessions").await;
     assert!(text.contains("this device"), "{text}");
+    assert!(text.contains("Headless Chrome on Linux"), "{text}");
     assert_eq!(laptop.count("tbody tr").await, 2);
     assert_eq!(laptop.count("form[action$='/revoke'] button").await, 1);
     laptop.shot("sessions").await;
+    laptop.fits_a_phone("sessions-phone").await;
     laptop.click("form[action$='/revoke'] button").await;
     laptop.wait_text("That session has ended.").await;
     assert_eq!(laptop.count("tbody tr").await, 1);
 
-    // The phone is signed out on its next navigation.
+    // The phone's next request fails: its form gets the 401 page, whose
+    // link signs in and returns to the form.
+    phone.fill("#current_password", PASSWORD).await;
+    phone.fill("#new_password", NEW_PASSWORD).await;
+    phone
+        .click("form[action='/password'] button[type=submit]")
+        .await;
+    phone.wait_text("Your session has ended").await;
+    phone.shot("signed-out-401").await;
+    phone.click("main a[href^='/login']").await;
+    phone.wait_path("/login?next=%2Fpassword").await;
+    phone.fill("#username", "alice").await;
+    phone.fill("#password", PASSWORD).await;
+    phone
+        .click("form[action='/login'] button[type=submit]")
+        .await;
+    phone.wait_path("/password").await;
+    phone.wait_text("Change password").await;
+
+    // And a plain navigation after a revocation lands on the sign-in page.
+    laptop.go("/sessions").await;
+    laptop.wait_text("Your sessions").await;
+    laptop.click("form[action$='/revoke'] button").await;
+    laptop.wait_text("That session has ended.").await;
     phone.go("/profile").await;
     phone.wait_path("/login?next=%2Fprofile").await;
     phone.wait_text("Sign in").await;
-    phone.shot("revoked-session-sent-to-sign-in").await;
 
     // Signed in again on the phone; then a password change on the laptop
     // ends the phone's session but keeps the laptop's.

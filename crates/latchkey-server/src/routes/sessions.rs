@@ -14,7 +14,7 @@ use super::see_other;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::flash::{self, Flash};
-use crate::pages::{render, rfc3339, when, Nav, SessionRow, SessionsPage};
+use crate::pages::{ago, device, render, rfc3339, when, Nav, SessionRow, SessionsPage};
 
 pub async fn list(
     State(app): State<AppState>,
@@ -24,20 +24,28 @@ pub async fn list(
     let sessions = app.auth.sessions_of(user.user_id()).await?;
     let current = |id: &str| id == user.session_id();
     if wants_html(&headers) {
-        let rows = sessions
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut rows: Vec<SessionRow> = sessions
             .iter()
             .map(|s| SessionRow {
                 id: s.id.clone(),
-                user_agent: if s.user_agent.is_empty() {
-                    "Unknown device".into()
-                } else {
-                    s.user_agent.clone()
-                },
+                device: device(&s.user_agent),
+                user_agent: s.user_agent.clone(),
                 ip: s.ip.clone(),
+                started: when(s.created_at),
+                last_seen_ago: ago(s.last_seen_at, now),
                 last_seen: when(s.last_seen_at),
                 current: current(&s.id),
             })
             .collect();
+        // This device first, then the most recently active.
+        rows.sort_by(|a, b| {
+            b.current
+                .cmp(&a.current)
+                .then_with(|| b.last_seen.cmp(&a.last_seen))
+        });
         let page = SessionsPage {
             nav: Nav::of(&user),
             csrf: user.csrf_token().to_owned(),
