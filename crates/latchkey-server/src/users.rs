@@ -141,6 +141,22 @@ impl Users {
         }
     }
 
+    /// Runs one users-table operation under the store's operation timeout,
+    /// so a database that stops answering (a partition, a held lock) fails
+    /// closed with 503 within the contract's 2 s instead of hanging.
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, UsersError>>,
+    ) -> Result<T, UsersError> {
+        let limit = latchkey::store::OPERATION_TIMEOUT;
+        tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+            Err(self.db()(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} ms", limit.as_millis()),
+            ))))
+        })
+    }
+
     async fn pool(&self) -> Result<&AnyPool, UsersError> {
         self.ready
             .get_or_try_init(|| async {
@@ -160,25 +176,31 @@ impl Users {
     }
 
     pub async fn ping(&self) -> Result<(), UsersError> {
-        let pool = self.pool().await?;
-        sqlx::query("SELECT 1")
-            .execute(pool)
-            .await
-            .map_err(self.db())?;
-        Ok(())
+        self.bounded(async {
+            let pool = self.pool().await?;
+            sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map_err(self.db())?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn find(&self, username: &str) -> Result<Option<User>, UsersError> {
-        let pool = self.pool().await?;
-        let row = sqlx::query("SELECT * FROM latchkey_users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(pool)
-            .await
-            .map_err(self.db())?;
-        row.as_ref()
-            .map(user_from_row)
-            .transpose()
-            .map_err(self.db())
+        self.bounded(async {
+            let pool = self.pool().await?;
+            let row = sqlx::query("SELECT * FROM latchkey_users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(pool)
+                .await
+                .map_err(self.db())?;
+            row.as_ref()
+                .map(user_from_row)
+                .transpose()
+                .map_err(self.db())
+        })
+        .await
     }
 
     pub async fn get(&self, username: &str) -> Result<User, UsersError> {
@@ -188,64 +210,76 @@ impl Users {
     }
 
     pub async fn list(&self) -> Result<Vec<User>, UsersError> {
-        let pool = self.pool().await?;
-        let rows = sqlx::query("SELECT * FROM latchkey_users ORDER BY username")
-            .fetch_all(pool)
-            .await
-            .map_err(self.db())?;
-        rows.iter()
-            .map(user_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(self.db())
+        self.bounded(async {
+            let pool = self.pool().await?;
+            let rows = sqlx::query("SELECT * FROM latchkey_users ORDER BY username")
+                .fetch_all(pool)
+                .await
+                .map_err(self.db())?;
+            rows.iter()
+                .map(user_from_row)
+                .collect::<Result<_, _>>()
+                .map_err(self.db())
+        })
+        .await
     }
 
     pub async fn count(&self) -> Result<i64, UsersError> {
-        let pool = self.pool().await?;
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM latchkey_users")
-            .fetch_one(pool)
-            .await
-            .map_err(self.db())?;
-        row.try_get("n").map_err(self.db())
+        self.bounded(async {
+            let pool = self.pool().await?;
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM latchkey_users")
+                .fetch_one(pool)
+                .await
+                .map_err(self.db())?;
+            row.try_get("n").map_err(self.db())
+        })
+        .await
     }
 
     pub async fn add(&self, username: &str, hash: &str, role: &str) -> Result<User, UsersError> {
-        let pool = self.pool().await?;
-        let user = User {
-            id: hex::encode(rand::random::<[u8; 16]>()),
-            username: username.to_owned(),
-            password_hash: hash.to_owned(),
-            role: role.to_owned(),
-            created_at: now_ms(),
-            last_login_at: None,
-        };
-        let done = sqlx::query(
-            "INSERT INTO latchkey_users (id, username, password_hash, role, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING",
-        )
-        .bind(&user.id)
-        .bind(&user.username)
-        .bind(&user.password_hash)
-        .bind(&user.role)
-        .bind(user.created_at)
-        .execute(pool)
-        .await
-        .map_err(self.db())?;
-        if done.rows_affected() == 0 {
-            return Err(UsersError::Exists(username.to_owned()));
-        }
-        Ok(user)
-    }
-
-    async fn update(&self, sql: &str, username: &str, value: &str) -> Result<User, UsersError> {
-        let user = self.get(username).await?;
-        let pool = self.pool().await?;
-        sqlx::query(sql)
+        self.bounded(async {
+            let pool = self.pool().await?;
+            let user = User {
+                id: hex::encode(rand::random::<[u8; 16]>()),
+                username: username.to_owned(),
+                password_hash: hash.to_owned(),
+                role: role.to_owned(),
+                created_at: now_ms(),
+                last_login_at: None,
+            };
+            let done = sqlx::query(
+                "INSERT INTO latchkey_users (id, username, password_hash, role, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING",
+            )
             .bind(&user.id)
-            .bind(value)
+            .bind(&user.username)
+            .bind(&user.password_hash)
+            .bind(&user.role)
+            .bind(user.created_at)
             .execute(pool)
             .await
             .map_err(self.db())?;
-        Ok(user)
+            if done.rows_affected() == 0 {
+                return Err(UsersError::Exists(username.to_owned()));
+            }
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn update(&self, sql: &str, username: &str, value: &str) -> Result<User, UsersError> {
+        self.bounded(async {
+            let user = self.get(username).await?;
+            let pool = self.pool().await?;
+            sqlx::query(sql)
+                .bind(&user.id)
+                .bind(value)
+                .execute(pool)
+                .await
+                .map_err(self.db())?;
+            Ok(user)
+        })
+        .await
     }
 
     pub async fn set_role(&self, username: &str, role: &str) -> Result<User, UsersError> {
@@ -267,25 +301,31 @@ impl Users {
     }
 
     pub async fn remove(&self, username: &str) -> Result<User, UsersError> {
-        let user = self.get(username).await?;
-        let pool = self.pool().await?;
-        sqlx::query("DELETE FROM latchkey_users WHERE id = $1")
-            .bind(&user.id)
-            .execute(pool)
-            .await
-            .map_err(self.db())?;
-        Ok(user)
+        self.bounded(async {
+            let user = self.get(username).await?;
+            let pool = self.pool().await?;
+            sqlx::query("DELETE FROM latchkey_users WHERE id = $1")
+                .bind(&user.id)
+                .execute(pool)
+                .await
+                .map_err(self.db())?;
+            Ok(user)
+        })
+        .await
     }
 
     pub async fn touch_login(&self, user_id: &str) -> Result<(), UsersError> {
-        let pool = self.pool().await?;
-        sqlx::query("UPDATE latchkey_users SET last_login_at = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(now_ms())
-            .execute(pool)
-            .await
-            .map_err(self.db())?;
-        Ok(())
+        self.bounded(async {
+            let pool = self.pool().await?;
+            sqlx::query("UPDATE latchkey_users SET last_login_at = $2 WHERE id = $1")
+                .bind(user_id)
+                .bind(now_ms())
+                .execute(pool)
+                .await
+                .map_err(self.db())?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -304,13 +344,17 @@ impl UserBackend for Users {
     }
 
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError> {
-        let pool = self.pool().await?;
-        sqlx::query("UPDATE latchkey_users SET password_hash = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(hash)
-            .execute(pool)
-            .await
-            .map_err(self.db())?;
-        Ok(())
+        Ok(self
+            .bounded(async {
+                let pool = self.pool().await?;
+                sqlx::query("UPDATE latchkey_users SET password_hash = $2 WHERE id = $1")
+                    .bind(user_id)
+                    .bind(hash)
+                    .execute(pool)
+                    .await
+                    .map_err(self.db())?;
+                Ok(())
+            })
+            .await?)
     }
 }
