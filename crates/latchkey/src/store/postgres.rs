@@ -95,10 +95,18 @@ impl SessionStore for PostgresStore {
     async fn create(&self, record: &SessionRecord) -> Result<(), StoreError> {
         self.db_create(record).await
     }
-    async fn load(&self, key: &TokenHash) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
+    async fn load(
+        &self,
+        key: &TokenHash,
+    ) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
         self.db_load(key).await
     }
-    async fn touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+    async fn touch(
+        &self,
+        key: &TokenHash,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         self.db_touch(key, last_seen_at, expires_at).await
     }
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
@@ -107,7 +115,11 @@ impl SessionStore for PostgresStore {
     async fn list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
         self.db_list_user(user_id).await
     }
-    async fn delete_user(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
+    async fn delete_user(
+        &self,
+        user_id: &str,
+        keep: Option<&TokenHash>,
+    ) -> Result<u64, StoreError> {
         self.db_delete_user(user_id, keep).await
     }
     async fn set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {

@@ -117,7 +117,10 @@ impl SqliteStore {
             checked_at: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             sync: tokio::sync::Mutex::new(()),
-            state: Mutex::new(SyncState { stamp: None, last_seq: 0 }),
+            state: Mutex::new(SyncState {
+                stamp: None,
+                last_seq: 0,
+            }),
         });
         let store = Self { pool, label, cache };
         let last_seq = store.max_seq().await?;
@@ -163,7 +166,9 @@ impl SqliteStore {
     async fn freshen(&self) -> Result<(), StoreError> {
         let c = &self.cache;
         let now = c.micros();
-        if now.saturating_sub(c.checked_at.load(Ordering::Relaxed)) < RECHECK_EVERY.as_micros() as u64 {
+        if now.saturating_sub(c.checked_at.load(Ordering::Relaxed))
+            < RECHECK_EVERY.as_micros() as u64
+        {
             return Ok(());
         }
         if wal_stamp(&c.wal) == c.state().stamp {
@@ -227,7 +232,9 @@ sql_store_impl!(SqliteStore, SqliteRow);
 impl SessionStore for SqliteStore {
     async fn create(&self, record: &SessionRecord) -> Result<(), StoreError> {
         self.db_create(record).await?;
-        self.cache.entries.insert(record.key(), Arc::new(record.clone()));
+        self.cache
+            .entries
+            .insert(record.key(), Arc::new(record.clone()));
         Ok(())
     }
 
@@ -251,7 +258,12 @@ impl SessionStore for SqliteStore {
         Ok(found)
     }
 
-    async fn touch(&self, key: &TokenHash, last_seen_at: i64, expires_at: i64) -> Result<(), StoreError> {
+    async fn touch(
+        &self,
+        key: &TokenHash,
+        last_seen_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         self.db_touch(key, last_seen_at, expires_at).await?;
         if let Some(hit) = self.cache.entries.get(key) {
             let mut r = SessionRecord::clone(&hit);
@@ -275,7 +287,11 @@ impl SessionStore for SqliteStore {
         self.db_list_user(user_id).await
     }
 
-    async fn delete_user(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
+    async fn delete_user(
+        &self,
+        user_id: &str,
+        keep: Option<&TokenHash>,
+    ) -> Result<u64, StoreError> {
         let n = self.db_delete_user(user_id, keep).await?;
         // The triggers logged each one; read the log now so this process's
         // next request needs no file check to see it.
@@ -323,8 +339,6 @@ pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
         .busy_timeout(Duration::from_secs(5)))
 }
 
-
-
 #[cfg(test)]
 mod tests {
     async fn fresh() -> (super::SqliteStore, String) {
@@ -362,15 +376,27 @@ mod tests {
 
         b.set_role("carol", "admin").await.unwrap();
         settle().await;
-        assert_eq!(a.load(&t2.hash()).await.unwrap().unwrap().role, "admin", "role seen");
+        assert_eq!(
+            a.load(&t2.hash()).await.unwrap().unwrap().role,
+            "admin",
+            "role seen"
+        );
 
         b.delete_user("carol", None).await.unwrap();
         settle().await;
-        assert!(a.load(&t2.hash()).await.unwrap().is_none(), "end-sessions seen");
-        assert!(a.load(&t3.hash()).await.unwrap().is_some(), "others untouched");
+        assert!(
+            a.load(&t2.hash()).await.unwrap().is_none(),
+            "end-sessions seen"
+        );
+        assert!(
+            a.load(&t3.hash()).await.unwrap().is_some(),
+            "others untouched"
+        );
 
         // Sweeping expired sessions and pruning the log keeps caches correct.
-        a.sweep(crate::session::now_ms() + 10 * 3_600_000).await.unwrap();
+        a.sweep(crate::session::now_ms() + 10 * 3_600_000)
+            .await
+            .unwrap();
         settle().await;
         assert!(b.load(&t3.hash()).await.unwrap().is_none());
     }
