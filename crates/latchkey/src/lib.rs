@@ -29,6 +29,7 @@ pub mod cookie;
 pub mod csrf;
 pub mod error;
 pub mod extract;
+mod hash_pool;
 mod layer;
 pub mod password;
 pub mod session;

@@ -42,13 +42,14 @@ impl Default for HashParams {
 }
 
 /// Hashes and verifies passwords without ever blocking the async executor:
-/// each hash runs on tokio's blocking pool, and at most `concurrency` run at
-/// once (one per core by default), so a login storm queues instead of
-/// thrashing memory and caches.
+/// each hash runs on a dedicated pool of `concurrency` threads (one per core
+/// by default) at the lowest scheduling priority, so a login storm queues
+/// instead of thrashing memory, and signed-in requests keep their CPU.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: HashParams,
     permits: Arc<Semaphore>,
+    pool: Arc<crate::hash_pool::HashPool>,
     dummy: Arc<OnceCell<String>>,
 }
 
@@ -58,6 +59,7 @@ impl PasswordHasher {
         Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            pool: Arc::new(crate::hash_pool::HashPool::new(concurrency)),
             dummy: Default::default(),
         }
     }
@@ -82,9 +84,12 @@ impl PasswordHasher {
             .acquire()
             .await
             .map_err(|e| Error::Hash(e.to_string()))?;
-        tokio::task::spawn_blocking(job)
+        // The permit bounds the pool's queue: waiting logins wait here, as
+        // futures, not as queued closures holding passwords.
+        self.pool
+            .run(job)
             .await
-            .map_err(|e| Error::Hash(e.to_string()))
+            .ok_or_else(|| Error::Hash("hashing thread unavailable".into()))
     }
 
     /// A PHC-format Argon2id hash of `password` with a fresh salt.
