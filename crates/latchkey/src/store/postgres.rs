@@ -43,19 +43,6 @@ impl PostgresStore {
             .await?;
         Ok(self.pool.clone())
     }
-
-    async fn run<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, StoreError> {
-        super::bounded(&self.label, async {
-            fut.await.map_err(|e| StoreError::Unavailable {
-                store: self.label.clone(),
-                reason: e.to_string(),
-            })
-        })
-        .await
-    }
 }
 
 /// Pool settings for PostgreSQL: a short acquire timeout so an outage turns

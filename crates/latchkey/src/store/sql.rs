@@ -30,6 +30,21 @@ macro_rules! sql_store_impl {
         /// The plain SQL operations; the `SessionStore` impl decides how
         /// they combine with caching.
         impl $store {
+            /// Runs one database operation under the store's time bound,
+            /// naming the store in any error.
+            async fn run<T>(
+                &self,
+                fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+            ) -> Result<T, StoreError> {
+                super::bounded(&self.label, async {
+                    fut.await.map_err(|e| StoreError::Unavailable {
+                        store: self.label.clone(),
+                        reason: e.to_string(),
+                    })
+                })
+                .await
+            }
+
             async fn db_create(&self, r: &SessionRecord) -> Result<(), StoreError> {
                 self.run(async {
                     sqlx::query(

@@ -135,19 +135,6 @@ impl SqliteStore {
         Ok(self.pool.clone())
     }
 
-    async fn run<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, StoreError> {
-        super::bounded(&self.label, async {
-            fut.await.map_err(|e| StoreError::Unavailable {
-                store: self.label.clone(),
-                reason: e.to_string(),
-            })
-        })
-        .await
-    }
-
     /// The highest revocation sequence number ever handed out.
     async fn max_seq(&self) -> Result<i64, StoreError> {
         self.run(async {
