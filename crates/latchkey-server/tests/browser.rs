@@ -750,5 +750,159 @@ async fn sign_up_only_when_allowed() {
     let text = b.wait_text("Welcome to your profile, carol!").await;
     assert!(text.contains("Your account is ready"), "{text}");
     assert!(text.contains("user"), "{text}");
+    b.shot("signed-up").await;
     b.close().await;
+}
+
+// ------------------------------------------- the same rules over plain HTTP
+// (no browser needed: these always run)
+
+/// `Set-Cookie` lines of `res` for cookie `name`.
+fn set_cookies(res: &reqwest::Response, name: &str) -> Vec<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn flash_cookie_holds_a_code_and_the_next_page_consumes_it() {
+    let s = Server::start(Options::default());
+    s.add_user("alice", "user");
+    let me = common::login(&s, "alice", PASSWORD).await;
+    let c = client();
+    let page = |cookie: String| {
+        let c = c.clone();
+        let url = s.url("/profile");
+        async move {
+            c.get(url)
+                .header("accept", "text/html")
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A browser's "sign out everywhere else" leaves a flash: a fixed code in
+    // a short-lived, HttpOnly, SameSite=Lax, Secure __Host- cookie; no URL.
+    let token = {
+        let res = page(me.clone()).await;
+        let html = res.text().await.unwrap();
+        let marker = "name=\"csrf_token\" value=\"";
+        let i = html.find(marker).unwrap() + marker.len();
+        html[i..].split('"').next().unwrap().to_owned()
+    };
+    let res = c
+        .post(s.url("/sessions/revoke-others"))
+        .header("accept", "text/html")
+        .header("origin", &s.base)
+        .header("cookie", &me)
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/sessions");
+    let lines = set_cookies(&res, "__Host-latchkey-flash");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert!(
+        line.starts_with("__Host-latchkey-flash=others-revoked;"),
+        "{line}"
+    );
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=60", "Secure"] {
+        assert!(line.contains(attr), "{line} lacks {attr}");
+    }
+    assert!(!line.contains("Domain"), "{line}");
+
+    // The next page shows the message and expires the cookie.
+    let res = page(format!("{me}; __Host-latchkey-flash=others-revoked")).await;
+    assert_eq!(res.status(), 200);
+    let gone = set_cookies(&res, "__Host-latchkey-flash");
+    assert!(
+        gone.len() == 1 && gone[0].contains("Max-Age=0"),
+        "not expired: {gone:?}"
+    );
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("You are signed out everywhere else."));
+
+    // Anything but a known code shows nothing, and is cleared too.
+    let res = page(format!(
+        "{me}; __Host-latchkey-flash=%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+    ))
+    .await;
+    assert_eq!(set_cookies(&res, "__Host-latchkey-flash").len(), 1);
+    let html = res.text().await.unwrap();
+    assert!(!html.contains("class=\"flash\""), "{html}");
+    assert!(!html.contains("alert(1)"));
+
+    // JSON clients and redirects leave it alone.
+    let res = c
+        .get(s.url("/profile"))
+        .header("cookie", format!("{me}; __Host-latchkey-flash=signed-in"))
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookies(&res, "__Host-latchkey-flash").is_empty());
+}
+
+#[tokio::test]
+async fn sign_up_over_http_follows_the_flag_and_the_rules() {
+    let off = Server::start(Options::default());
+    let c = client();
+    for html in [false, true] {
+        let mut req = c.get(off.url("/signup"));
+        if html {
+            req = req.header("accept", "text/html");
+        }
+        assert_eq!(req.send().await.unwrap().status(), 404, "html {html}");
+    }
+    let res = c
+        .post(off.url("/signup"))
+        .json(&serde_json::json!({"username": "carol", "password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let users = String::from_utf8_lossy(&off.cli(&["list"], None).stdout).into_owned();
+    assert!(!users.contains("carol"), "{users}");
+
+    let on = Server::start(Options {
+        env: vec![("LATCHKEY_ALLOW_SIGNUP".into(), "1".into())],
+        ..Options::default()
+    });
+    on.add_user("alice", "admin");
+    let signup = |user: &'static str, password: &'static str| {
+        let c = c.clone();
+        let url = on.url("/signup");
+        async move {
+            c.post(url)
+                .json(&serde_json::json!({"username": user, "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = signup("carol", "carolcarolcarol1").await;
+    assert_eq!(res.status(), 422);
+    let res = signup("alice", NEW_PASSWORD).await;
+    assert_eq!(res.status(), 409);
+    let res = signup("bad name!", NEW_PASSWORD).await;
+    assert_eq!(res.status(), 422);
+    let res = signup("carol", NEW_PASSWORD).await;
+    assert_eq!(res.status(), 201);
+    let cookie = set_cookies(&res, "__Host-latchkey");
+    assert_eq!(cookie.len(), 1, "signed in at once: {cookie:?}");
+    let me = format!("__Host-latchkey={}", common::token_of(&cookie[0]));
+    let (st, body) = common::get_json(&on, "/profile", &me).await;
+    assert_eq!(st, 200);
+    assert_eq!(body["username"], "carol");
+    assert_eq!(body["role"], "user", "sign-up never makes an admin");
+    assert_eq!(common::get_json(&on, "/admin", &me).await.0, 403);
 }
