@@ -78,10 +78,11 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     })
 }
 
-/// Usernames: 1 to 64 characters of letters, digits and `._@-`, so they
-/// are safe in logs, URLs and pages.
+/// Usernames: 1 to 64 characters of letters, digits and `._@-`, starting
+/// with a letter or digit, so they are safe in logs, pages and URL paths
+/// (a name like `..` would be a path segment browsers rewrite).
 pub fn valid_username(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+    let ok = name.chars().next().is_some_and(char::is_alphanumeric)
         && name.len() <= 64
         && name
             .chars()
@@ -90,7 +91,7 @@ pub fn valid_username(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid username {name:?}: use 1-64 letters, digits, '.', '_', '@' or '-'"
+            "invalid username {name:?}: use 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
         ))
     }
 }
@@ -356,5 +357,30 @@ impl UserBackend for Users {
                 Ok(())
             })
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_username;
+
+    #[test]
+    fn usernames_are_safe_in_paths_and_logs() {
+        for ok in ["alice", "a.b-c_d@example.com", "Zoë", "x"] {
+            assert!(valid_username(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".alice",
+            "-x",
+            "a b",
+            "a/b",
+            "a\nb",
+            &"a".repeat(65),
+        ] {
+            assert!(valid_username(bad).is_err(), "{bad:?}");
+        }
     }
 }
