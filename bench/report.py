@@ -404,6 +404,11 @@ def update_readme(path, text):
         print(f"report.py: no {begin} / {end} markers in {path}; README left alone", file=sys.stderr)
         return
     body = text.split("\n", 1)[1]  # drop the H1
+    # The long explanations stay in RESULTS.md and bench/README.md.
+    body = "\n".join(
+        line for line in body.split("\n") if not line.startswith(("Each round runs", "Server CPU: the server"))
+    )
+    body = re.sub(r"\n{3,}", "\n\n", body)
     body = body.replace("## ", "#### ").replace("](chart.png)", "](bench/results/chart.png)")
     head, rest = readme.split(begin, 1)
     _, tail = rest.split(end, 1)
@@ -459,6 +464,7 @@ def chart(out, targets, names, ratios, rate, storm, meta):
         ax.axhline(0.9 * rate, color="green", linestyle=":", linewidth=1)
     for x, v in zip(xs, vals):
         ax.text(x, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, max(vals + [rate or 0]) * 1.15)
     ax.set_ylabel("logins/s (POST /login, Argon2id OWASP)")
 
     if storm:

@@ -363,7 +363,7 @@ is_up() { [ -n "${PID[$1]:-}" ]; }
 # with the server's CPU time over it. Writes raw/TARGET/get-ROUND.*.
 measure_get() { # TARGET ROUND
   local target=$1 round=$2 dir="$RAW/$1" url="http://127.0.0.1:${PORT[$1]}/profile"
-  run_wrk "$dir/warmup-$round" "$GET_CONNS" "$WARMUP" "$BENCH_DIR/lua/report.lua" "$url" "${COOKIE[$target]}" \
+  run_wrk "$WORK/$target/warmup-$round" "$GET_CONNS" "$WARMUP" "$BENCH_DIR/lua/report.lua" "$url" "${COOKIE[$target]}" \
     || die "$target: wrk failed"
   local before after
   before=$(proc_snapshot "${PID[$target]}")
