@@ -13,7 +13,7 @@ use latchkey::body::BODY_LIMIT;
 use latchkey::Latchkey;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::error::{browser_errors, json_errors, method_not_allowed, not_found};
+use crate::error::{error_bodies, method_not_allowed, not_found};
 use crate::flash;
 use crate::metrics::Metrics;
 use crate::routes;
@@ -80,8 +80,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn(browser_errors))
+        .layer(middleware::from_fn(error_bodies))
         .layer(middleware::from_fn_with_state(state.clone(), flash::layer))
         .layer(auth_layer)
         .layer(middleware::from_fn_with_state(

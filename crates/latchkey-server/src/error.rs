@@ -43,11 +43,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The one middleware that shapes error bodies: every error gets a
+/// `{"detail": ...}` body (see [`json_detail`]), then browsers get pages for
+/// 401 and 404 (see [`browser_page`]). One layer rather than two: each
+/// layer costs every request a boxed future.
+pub async fn error_bodies(req: Request, next: Next) -> Response {
+    let html = latchkey::extract::wants_html(req.headers());
+    let back_to = html.then(|| return_path(&req)).flatten();
+    let res = json_detail(next.run(req).await);
+    if html {
+        browser_page(res, back_to)
+    } else {
+        res
+    }
+}
+
 /// Gives error responses that carry no JSON or page (404 from the router,
 /// 405, 408 timeouts, 413 limits...) a `{"detail": ...}` body, keeping
 /// their status and headers.
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+fn json_detail(res: Response) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
@@ -93,12 +107,9 @@ pub async fn method_not_allowed() -> Response {
 /// clicking: 401 (signed out, e.g. a form posted after the session ended:
 /// a page linking to sign in that returns them where they were) and 404.
 /// Status and headers are kept; other errors keep their JSON body.
-pub async fn browser_errors(req: Request, next: Next) -> Response {
-    let html = latchkey::extract::wants_html(req.headers());
-    let back_to = html.then(|| return_path(&req)).flatten();
-    let res = next.run(req).await;
+fn browser_page(res: Response, back_to: Option<String>) -> Response {
     let status = res.status();
-    if !html || !(status == StatusCode::UNAUTHORIZED || status == StatusCode::NOT_FOUND) {
+    if !(status == StatusCode::UNAUTHORIZED || status == StatusCode::NOT_FOUND) {
         return res;
     }
     let json = res
