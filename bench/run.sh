@@ -410,6 +410,15 @@ login_test() { # TARGET
 }
 
 # ---------------------------------------------------------------- main
+# One run at a time per machine: two runs would share the server core and
+# spoil each other's numbers (and, with the same --out, each other's files).
+LOCK="${TMPDIR:-/tmp}/latchkey-bench.lock"
+exec 9>"$LOCK"
+if ! flock -n 9; then
+  log "another bench/run.sh holds $LOCK on this machine; waiting for it to finish"
+  flock 9
+fi
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-bench.XXXXXX")
 trap cleanup EXIT
 trap 'exit 130' INT TERM
