@@ -47,12 +47,17 @@ pub struct SqliteStore {
     cache: Arc<SessionCache>,
 }
 
-/// What the WAL file looked like: length, modification time, inode.
-type Stamp = Option<(u64, SystemTime, u64)>;
+/// What a file looked like: length, modification time, inode.
+type FileStamp = Option<(u64, SystemTime, u64)>;
+/// The WAL file and the database file: every commit changes the WAL, and a
+/// checkpoint (as when the last connection of another process closes and
+/// removes the WAL) changes the database file.
+type Stamp = (FileStamp, FileStamp);
 
 struct SessionCache {
     entries: Cache<TokenHash, Arc<SessionRecord>>,
     wal: PathBuf,
+    db: PathBuf,
     started: Instant,
     /// Micros since `started` of the last stamp check.
     checked_at: AtomicU64,
@@ -68,9 +73,9 @@ struct SyncState {
     last_seq: i64,
 }
 
-fn wal_stamp(wal: &std::path::Path) -> Stamp {
+fn file_stamp(path: &std::path::Path) -> FileStamp {
     // A metadata syscall on a local file: microseconds, never a real block.
-    let m = std::fs::metadata(wal).ok()?;
+    let m = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     let ino = std::os::unix::fs::MetadataExt::ino(&m);
     #[cfg(not(unix))]
@@ -79,6 +84,10 @@ fn wal_stamp(wal: &std::path::Path) -> Stamp {
 }
 
 impl SessionCache {
+    fn stamp(&self) -> Stamp {
+        (file_stamp(&self.wal), file_stamp(&self.db))
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, SyncState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -101,10 +110,15 @@ impl SqliteStore {
             reason: e.to_string(),
         };
         let options = connect_options(url).map_err(fail)?;
-        let mut wal = options.get_filename().as_os_str().to_owned();
+        let db = options.get_filename().to_path_buf();
+        let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // One connection always open keeps the WAL file in place.
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(super::OPERATION_TIMEOUT)
             .connect_with(options)
             .await
@@ -113,12 +127,13 @@ impl SqliteStore {
         let cache = Arc::new(SessionCache {
             entries: Cache::new(CACHE_CAPACITY),
             wal: PathBuf::from(wal),
+            db,
             started: Instant::now(),
             checked_at: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             sync: tokio::sync::Mutex::new(()),
             state: Mutex::new(SyncState {
-                stamp: None,
+                stamp: (None, None),
                 last_seq: 0,
             }),
         });
@@ -126,7 +141,7 @@ impl SqliteStore {
         let last_seq = store.max_seq().await?;
         let mut st = store.cache.state();
         st.last_seq = last_seq;
-        st.stamp = wal_stamp(&store.cache.wal);
+        st.stamp = store.cache.stamp();
         drop(st);
         Ok(store)
     }
@@ -158,13 +173,13 @@ impl SqliteStore {
         {
             return Ok(());
         }
-        if wal_stamp(&c.wal) == c.state().stamp {
+        if c.stamp() == c.state().stamp {
             c.checked_at.store(now, Ordering::Relaxed);
             return Ok(());
         }
         // One sync at a time; latecomers find the work done.
         let _guard = c.sync.lock().await;
-        let stamp = wal_stamp(&c.wal);
+        let stamp = c.stamp();
         let last_seq = {
             let st = c.state();
             if stamp == st.stamp {
@@ -311,7 +326,7 @@ impl SessionStore for SqliteStore {
 impl SqliteStore {
     async fn force_freshen(&self) -> Result<(), StoreError> {
         self.cache.checked_at.store(0, Ordering::Relaxed);
-        self.cache.state().stamp = Some((u64::MAX, SystemTime::UNIX_EPOCH, 0));
+        self.cache.state().stamp = (Some((u64::MAX, SystemTime::UNIX_EPOCH, 0)), None);
         self.freshen().await
     }
 }
