@@ -120,14 +120,15 @@ pub fn set(app: &AppState, mut res: Response, flash: Flash) -> Response {
 
 /// The flash cookie's raw value in the request, if any.
 fn read(app: &AppState, headers: &HeaderMap) -> Option<String> {
-    let name = cookie_name(app);
+    // Every request passes here: compare name parts in place, no allocation.
+    let session = app.auth.cookies().name.as_str();
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| k.trim() == name)
+        .find(|(k, _)| k.trim().strip_prefix(session) == Some("-flash"))
         .map(|(_, v)| v.trim().to_owned())
 }
 
@@ -145,6 +146,10 @@ pub fn current() -> Option<&'static str> {
 /// and expires the cookie once an HTML page (not a redirect) has been sent.
 pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let raw = read(&app, req.headers());
+    if raw.is_none() {
+        // The common case: no flash to show or expire.
+        return next.run(req).await;
+    }
     let flash = raw.as_deref().and_then(Flash::from_code);
     let mut res = CURRENT.scope(flash, next.run(req)).await;
     if raw.is_none() || res.status().is_redirection() {
