@@ -43,6 +43,10 @@ const LOG_RETENTION_MS: i64 = 3_600_000;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// A connection of its own for reading the revocation log: requests
+    /// wait on that read, so it must not queue behind writes (a login storm
+    /// holding the main pool pushed GET p99 to 11× in bench/run.sh).
+    log_reader: SqlitePool,
     label: String,
     cache: Arc<SessionCache>,
 }
@@ -120,6 +124,15 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(super::OPERATION_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(fail)?;
+        let log_reader = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(super::OPERATION_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(fail)?;
@@ -137,7 +150,12 @@ impl SqliteStore {
                 last_seq: 0,
             }),
         });
-        let store = Self { pool, label, cache };
+        let store = Self {
+            pool,
+            log_reader,
+            label,
+            cache,
+        };
         let last_seq = store.max_seq().await?;
         let mut st = store.cache.state();
         st.last_seq = last_seq;
@@ -156,7 +174,7 @@ impl SqliteStore {
             let row = sqlx::query(
                 "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'latchkey_revocations'), 0) AS seq",
             )
-            .fetch_one(&self.pool)
+            .fetch_one(&self.log_reader)
             .await?;
             row.try_get::<i64, _>("seq")
         })
@@ -192,7 +210,7 @@ impl SqliteStore {
                 sqlx::query("SELECT seq, token_hash FROM latchkey_revocations WHERE seq > $1 ORDER BY seq LIMIT $2")
                     .bind(last_seq)
                     .bind(MAX_SYNC_ROWS + 1)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.log_reader)
                     .await
             })
             .await?;
