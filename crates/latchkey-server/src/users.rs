@@ -102,21 +102,12 @@ impl Users {
     pub fn open(url: &str) -> Result<Self, String> {
         sqlx::any::install_default_drivers();
         let postgres = url.starts_with("postgres");
+        // The same "kind address" wording the session store's errors use.
+        let label = latchkey::store::describe(url);
         let url = if url.starts_with("sqlite:") && !url.contains('?') {
             format!("{url}?mode=rwc")
         } else {
             url.to_owned()
-        };
-        let label = if postgres {
-            format!("postgres {}", redact(&url))
-        } else {
-            format!(
-                "sqlite {}",
-                url.trim_start_matches("sqlite://")
-                    .split('?')
-                    .next()
-                    .unwrap_or("")
-            )
         };
         let pool = AnyPoolOptions::new()
             .max_connections(8)
@@ -328,12 +319,6 @@ impl Users {
         })
         .await
     }
-}
-
-fn redact(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
 }
 
 #[async_trait]
