@@ -1,13 +1,13 @@
 //! [`Latchkey`]: the handle an app keeps in its router. It signs users in
 //! and out, finds the session behind a request, and ends sessions.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue};
 
+use crate::client::RequestMeta;
 use crate::cookie::CookieConfig;
 use crate::error::{Error, LoginError, PasswordChangeError};
 use crate::password::{HashParams, PasswordHasher, PasswordPolicy};
@@ -113,71 +113,6 @@ impl Config {
     }
 }
 
-/// Facts about the client a session records and throttling counts by.
-#[derive(Clone, Debug, Default)]
-pub struct RequestMeta {
-    /// Client address: the socket peer, or `X-Forwarded-For` from a trusted proxy.
-    pub ip: String,
-    /// `User-Agent`, truncated to 256 characters.
-    pub user_agent: String,
-}
-
-impl RequestMeta {
-    fn from_parts(parts: &Parts, trusted_proxies: &[IpAddr]) -> Self {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let ip = match peer {
-            Some(peer) if trusted_proxies.contains(&peer) => {
-                forwarded_client(&parts.headers, trusted_proxies).unwrap_or(peer)
-            }
-            Some(peer) => peer,
-            None => return Self::with_ip("unknown", &parts.headers),
-        };
-        Self::with_ip(&ip.to_string(), &parts.headers)
-    }
-
-    fn with_ip(ip: &str, headers: &HeaderMap) -> Self {
-        let user_agent = headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .chars()
-            .take(256)
-            .collect();
-        Self {
-            ip: ip.to_owned(),
-            user_agent,
-        }
-    }
-}
-
-/// The right-most `X-Forwarded-For` address that is not a trusted proxy.
-fn forwarded_client(headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let all: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    all.into_iter().rev().find(|ip| !trusted.contains(ip))
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let proxies = parts
-            .extensions
-            .get::<Latchkey>()
-            .map(|l| l.0.config.trusted_proxies.clone())
-            .unwrap_or_default();
-        Ok(Self::from_parts(parts, &proxies))
-    }
-}
-
 /// A new session: send `set_cookie` as `Set-Cookie`.
 pub struct LoginSuccess {
     /// The record as stored.
@@ -186,8 +121,8 @@ pub struct LoginSuccess {
     pub set_cookie: HeaderValue,
 }
 
-struct Inner {
-    config: Config,
+pub(crate) struct Inner {
+    pub(crate) config: Config,
     store: Arc<dyn Store>,
     hasher: PasswordHasher,
     throttle: Throttle,
@@ -197,7 +132,7 @@ struct Inner {
 
 /// The latchkey handle: cheap to clone, shared by the layer and extractors.
 #[derive(Clone)]
-pub struct Latchkey(Arc<Inner>);
+pub struct Latchkey(pub(crate) Arc<Inner>);
 
 impl Latchkey {
     /// Sessions and throttle counters in `store`, configured by `config`.
@@ -580,24 +515,5 @@ impl Latchkey {
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_for_is_read_right_to_left_past_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.1"),
-        );
-        assert_eq!(
-            forwarded_client(&h, &[proxy]),
-            Some("1.2.3.4".parse().unwrap())
-        );
     }
 }

@@ -25,6 +25,7 @@
 
 mod auth;
 pub mod body;
+mod client;
 pub mod cookie;
 pub mod csrf;
 pub mod error;
@@ -37,7 +38,8 @@ pub mod store;
 pub mod throttle;
 pub mod user;
 
-pub use auth::{Config, Latchkey, LoginSuccess, RequestMeta};
+pub use auth::{Config, Latchkey, LoginSuccess};
+pub use client::RequestMeta;
 pub use error::{Error, LoginError};
 pub use extract::{Admin, CurrentUser, MaybeUser, RequireRole, Role};
 pub use layer::LatchkeyLayer;
