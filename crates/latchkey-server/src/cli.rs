@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// Window the per-address limits count in.
     #[arg(long, env = "LATCHKEY_FAILURE_WINDOW", default_value = "15m", value_name = "DUR", value_parser = parse_duration)]
     pub failure_window: Duration,
+    /// Requests that may wait for a password hash at once; past that, new
+    /// sign-ins get 503 with Retry-After instead of queueing without bound.
+    #[arg(long, env = "LATCHKEY_MAX_PENDING_LOGINS", default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_pending_logins: u32,
 }
 
 /// Parses the secret like `parse_secret`, but a refused value is never

@@ -58,13 +58,16 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
             window: args.failure_window,
             ..ThrottleConfig::default()
         })
+        .max_pending_logins(args.max_pending_logins as usize)
         .trusted_proxies(args.trusted_proxies.clone())
         .trusted_origins(args.trusted_origins.clone());
     // Refuse a bad trusted origin at start-up, as a usage error.
     latchkey::csrf::cross_origin_layer(&args.trusted_origins)
         .map(drop)
         .map_err(Failure::usage)?;
-    let auth = Latchkey::new(config, store);
+    // Sessions are checked against the users table too, so a removal or
+    // "sign out everywhere" the session store missed still ends them.
+    let auth = Latchkey::with_users(config, store, users.clone());
     auth.spawn_sweeper();
 
     let listener = tokio::net::TcpListener::bind(args.bind)

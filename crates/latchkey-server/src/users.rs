@@ -14,8 +14,14 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS latchkey_users (
     password_hash TEXT NOT NULL,
     role          TEXT NOT NULL,
     created_at    BIGINT NOT NULL,
-    last_login_at BIGINT
+    last_login_at BIGINT,
+    session_version BIGINT NOT NULL DEFAULT 0
 )";
+
+/// Added in 0.2; a table made by 0.1 lacks it. (SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`: its "duplicate column" error means done.)
+const ADD_SESSION_VERSION: &str =
+    "ALTER TABLE latchkey_users ADD COLUMN session_version BIGINT NOT NULL DEFAULT 0";
 
 /// One row of the users table.
 #[derive(Clone, Debug)]
@@ -26,6 +32,8 @@ pub struct User {
     pub role: String,
     pub created_at: i64,
     pub last_login_at: Option<i64>,
+    /// Raised whenever all the user's sessions must end; sessions carry it.
+    pub session_version: i64,
 }
 
 impl AuthUser for User {
@@ -40,6 +48,9 @@ impl AuthUser for User {
     }
     fn password_hash(&self) -> &str {
         &self.password_hash
+    }
+    fn session_version(&self) -> u64 {
+        self.session_version.max(0) as u64
     }
 }
 
@@ -75,6 +86,7 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
         role: row.try_get("role")?,
         created_at: row.try_get("created_at")?,
         last_login_at: row.try_get("last_login_at")?,
+        session_version: row.try_get("session_version")?,
     })
 }
 
@@ -160,6 +172,14 @@ impl Users {
                         .await?;
                 }
                 sqlx::query(SCHEMA).execute(&mut *tx).await?;
+                if self.postgres {
+                    let ddl = ADD_SESSION_VERSION.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS");
+                    sqlx::query(&ddl).execute(&mut *tx).await?;
+                } else if let Err(e) = sqlx::query(ADD_SESSION_VERSION).execute(&mut *tx).await {
+                    if !e.to_string().contains("duplicate column") {
+                        return Err(e);
+                    }
+                }
                 tx.commit().await
             })
             .await
@@ -238,6 +258,7 @@ impl Users {
                 role: role.to_owned(),
                 created_at: now_ms(),
                 last_login_at: None,
+                session_version: 0,
             };
             let done = sqlx::query(
                 "INSERT INTO latchkey_users (id, username, password_hash, role, created_at) \
@@ -283,9 +304,13 @@ impl Users {
         .await
     }
 
+    /// A new password from an admin or the CLI: also raises the session
+    /// version, so every session of the user ends even if the session
+    /// store cannot be reached.
     pub async fn set_hash(&self, username: &str, hash: &str) -> Result<User, UsersError> {
         self.update(
-            "UPDATE latchkey_users SET password_hash = $2 WHERE id = $1",
+            "UPDATE latchkey_users SET password_hash = $2, \
+             session_version = session_version + 1 WHERE id = $1",
             username,
             hash,
         )
@@ -302,6 +327,40 @@ impl Users {
                 .await
                 .map_err(self.db())?;
             Ok(user)
+        })
+        .await
+    }
+
+    /// The user with id `user_id`, if any.
+    pub async fn by_id(&self, user_id: &str) -> Result<Option<User>, UsersError> {
+        self.bounded(async {
+            let pool = self.pool().await?;
+            let row = sqlx::query("SELECT * FROM latchkey_users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await
+                .map_err(self.db())?;
+            row.as_ref()
+                .map(user_from_row)
+                .transpose()
+                .map_err(self.db())
+        })
+        .await
+    }
+
+    /// Ends every session of the user, wherever it is stored: sessions
+    /// issued under an older version are refused.
+    pub async fn bump_session_version(&self, user_id: &str) -> Result<(), UsersError> {
+        self.bounded(async {
+            let pool = self.pool().await?;
+            sqlx::query(
+                "UPDATE latchkey_users SET session_version = session_version + 1 WHERE id = $1",
+            )
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map_err(self.db())?;
+            Ok(())
         })
         .await
     }
@@ -327,6 +386,14 @@ impl UserBackend for Users {
 
     async fn find_by_username(&self, username: &str) -> Result<Option<User>, BackendError> {
         Ok(self.find(username).await?)
+    }
+
+    async fn find_by_id(&self, user_id: &str) -> Result<Option<User>, BackendError> {
+        Ok(self.by_id(user_id).await?)
+    }
+
+    async fn bump_session_version(&self, user_id: &str) -> Result<(), BackendError> {
+        Ok(Users::bump_session_version(self, user_id).await?)
     }
 
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError> {

@@ -9,8 +9,11 @@ CREATE TABLE IF NOT EXISTS latchkey_sessions (
     expires_at   BIGINT NOT NULL,
     user_agent   TEXT NOT NULL,
     ip           TEXT NOT NULL,
-    csrf_secret  TEXT NOT NULL
+    csrf_secret  TEXT NOT NULL,
+    user_version BIGINT NOT NULL DEFAULT 0
 );
+-- Added in 0.2: tables made by 0.1 lack it.
+ALTER TABLE latchkey_sessions ADD COLUMN IF NOT EXISTS user_version BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS latchkey_sessions_user ON latchkey_sessions (user_id);
 CREATE INDEX IF NOT EXISTS latchkey_sessions_expires ON latchkey_sessions (expires_at);
 CREATE TABLE IF NOT EXISTS latchkey_counters (

@@ -9,7 +9,8 @@ CREATE TABLE IF NOT EXISTS latchkey_sessions (
     expires_at   INTEGER NOT NULL,
     user_agent   TEXT NOT NULL,
     ip           TEXT NOT NULL,
-    csrf_secret  TEXT NOT NULL
+    csrf_secret  TEXT NOT NULL,
+    user_version INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS latchkey_sessions_user ON latchkey_sessions (user_id);
 CREATE INDEX IF NOT EXISTS latchkey_sessions_expires ON latchkey_sessions (expires_at);

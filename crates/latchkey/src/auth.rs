@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretSlice};
 
 use crate::client::RequestMeta;
 use crate::cookie::CookieConfig;
@@ -15,18 +16,31 @@ use crate::session::{now_ms, random_bytes, SessionRecord, SessionToken, Timeouts
 use crate::store::Store;
 use crate::throttle::{Throttle, ThrottleConfig};
 use crate::user::{AuthUser, UserBackend};
+use crate::user_check::UserCheck;
 use crate::LatchkeyLayer;
 
+/// Logs hold at most this many characters of a name a client sent.
+const LOGGED_NAME_CHARS: usize = 64;
+
+/// A client-sent name as logs may hold it: cut to [`LOGGED_NAME_CHARS`], so
+/// a long hostile username cannot make every refused attempt a large log line.
+fn clip(name: &str) -> &str {
+    name.char_indices()
+        .nth(LOGGED_NAME_CHARS)
+        .map_or(name, |(i, _)| &name[..i])
+}
+
 /// Settings; start from [`Config::new`] and change what you need.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
-    pub(crate) key: Vec<u8>,
+    pub(crate) key: SecretSlice<u8>,
     pub(crate) timeouts: Timeouts,
     pub(crate) secure: bool,
     pub(crate) throttle: ThrottleConfig,
     pub(crate) policy: PasswordPolicy,
     pub(crate) hash_params: HashParams,
     pub(crate) hash_concurrency: usize,
+    pub(crate) max_pending_logins: usize,
     pub(crate) login_path: String,
     pub(crate) trusted_origins: Vec<String>,
     pub(crate) trusted_proxies: Vec<IpAddr>,
@@ -38,13 +52,14 @@ impl Config {
     /// `Secure` `__Host-` cookies, OWASP Argon2id, default throttling.
     pub fn new(key: impl Into<Vec<u8>>) -> Self {
         Self {
-            key: key.into(),
+            key: SecretSlice::from(key.into()),
             timeouts: Timeouts::new(Duration::from_secs(30 * 60), Duration::from_secs(8 * 3600)),
             secure: true,
             throttle: ThrottleConfig::default(),
             policy: PasswordPolicy::default(),
             hash_params: HashParams::OWASP,
             hash_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_pending_logins: crate::password::DEFAULT_MAX_PENDING,
             login_path: "/login".into(),
             trusted_origins: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -83,6 +98,14 @@ impl Config {
         self
     }
 
+    /// How many requests may wait for a password hash at once (default
+    /// 256); past that, sign-ins and password changes get 503 with
+    /// `Retry-After` instead of queueing without bound.
+    pub fn max_pending_logins(mut self, n: usize) -> Self {
+        self.max_pending_logins = n.max(1);
+        self
+    }
+
     /// Where signed-out browsers are sent (default `/login`).
     pub fn login_path(mut self, path: impl Into<String>) -> Self {
         self.login_path = path.into();
@@ -113,6 +136,25 @@ impl Config {
     }
 }
 
+// The server secret must never reach a log through `{:?}`.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("key", &"<redacted>")
+            .field("timeouts", &self.timeouts)
+            .field("secure", &self.secure)
+            .field("throttle", &self.throttle)
+            .field("policy", &self.policy)
+            .field("hash_params", &self.hash_params)
+            .field("hash_concurrency", &self.hash_concurrency)
+            .field("max_pending_logins", &self.max_pending_logins)
+            .field("login_path", &self.login_path)
+            .field("trusted_origins", &self.trusted_origins)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish()
+    }
+}
+
 /// A new session: send `set_cookie` as `Set-Cookie`.
 pub struct LoginSuccess {
     /// The record as stored.
@@ -128,6 +170,7 @@ pub(crate) struct Inner {
     throttle: Throttle,
     cookies: CookieConfig,
     touching: std::sync::Mutex<std::collections::HashSet<TokenHash>>,
+    users: Option<UserCheck>,
 }
 
 /// The latchkey handle: cheap to clone, shared by the layer and extractors.
@@ -136,13 +179,38 @@ pub struct Latchkey(pub(crate) Arc<Inner>);
 
 impl Latchkey {
     /// Sessions and throttle counters in `store`, configured by `config`.
+    /// Sessions are trusted as the store keeps them; prefer
+    /// [`Latchkey::with_users`], which also checks each session's user.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
+        Self::build(config, store, None)
+    }
+
+    /// Like [`Latchkey::new`], and every session is checked against its
+    /// user in `users` (looked up at most once a millisecond per user): a
+    /// session whose user is gone or whose
+    /// [`session_version`](AuthUser::session_version) moved on is refused,
+    /// and the user's current role applies, even when the session store
+    /// missed the change.
+    pub fn with_users<B: UserBackend + 'static>(
+        config: Config,
+        store: Arc<dyn Store>,
+        users: B,
+    ) -> Self {
+        Self::build(config, store, Some(UserCheck::new(users)))
+    }
+
+    fn build(config: Config, store: Arc<dyn Store>, users: Option<UserCheck>) -> Self {
         let counters: Arc<dyn crate::store::CounterStore> = store.clone();
         Self(Arc::new(Inner {
-            hasher: PasswordHasher::new(config.hash_params, config.hash_concurrency),
+            hasher: PasswordHasher::with_max_pending(
+                config.hash_params,
+                config.hash_concurrency,
+                config.max_pending_logins,
+            ),
             throttle: Throttle::new(counters, config.throttle.clone()),
             cookies: CookieConfig::new(config.secure, config.timeouts.absolute()),
             touching: Default::default(),
+            users,
             store,
             config,
         }))
@@ -200,6 +268,14 @@ impl Latchkey {
             tokio::spawn(async move { store.delete(&key).await });
             return Ok(None);
         }
+        let record = match self.checked(record).await? {
+            Some(record) => record,
+            None => {
+                let store = self.0.store.clone();
+                tokio::spawn(async move { store.delete(&key).await });
+                return Ok(None);
+            }
+        };
         if t.needs_touch(&record, now) && self.lock_touching().insert(key) {
             // One refresh in flight per session, however many requests race.
             let this = self.clone();
@@ -214,6 +290,30 @@ impl Latchkey {
         Ok(Some(record))
     }
 
+    /// The session as its user allows it now: `None` when the user is gone
+    /// or ended their sessions since; with the user's current role.
+    async fn checked(
+        &self,
+        record: Arc<SessionRecord>,
+    ) -> Result<Option<Arc<SessionRecord>>, Error> {
+        let Some(users) = &self.0.users else {
+            return Ok(Some(record));
+        };
+        let Some(user) = users.state(&record.user_id).await? else {
+            return Ok(None);
+        };
+        if user.version != record.user_version {
+            return Ok(None);
+        }
+        if *user.role == *record.role {
+            return Ok(Some(record));
+        }
+        // The store missed a role change (or has not seen it yet).
+        let mut current = (*record).clone();
+        current.role = user.role.to_string();
+        Ok(Some(Arc::new(current)))
+    }
+
     fn lock_touching(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<TokenHash>> {
         self.0.touching.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -223,6 +323,7 @@ impl Latchkey {
         user_id: String,
         username: String,
         role: String,
+        user_version: u64,
         meta: &RequestMeta,
     ) -> (SessionToken, SessionRecord) {
         let token = SessionToken::generate();
@@ -239,6 +340,7 @@ impl Latchkey {
             user_agent: meta.user_agent.clone(),
             ip: meta.ip.clone(),
             csrf_secret: SessionToken::generate().as_str().to_owned(),
+            user_version,
         };
         (token, record)
     }
@@ -255,10 +357,18 @@ impl Latchkey {
         })
     }
 
-    /// Signs `username` in. Throttles first, verifies with Argon2id (a dummy
-    /// hash for unknown users, so both cost the same), ends the session the
-    /// request came with (no fixation), upgrades a weak hash, and issues a
-    /// fresh token.
+    /// Signs `username` in. Takes a place in the hashing queue (503 when
+    /// full), counts the attempt before verifying it (429 past a limit),
+    /// verifies with Argon2id (a dummy hash for unknown users, so both cost
+    /// the same), re-reads the user so a password change, removal or
+    /// "sign out everywhere" during the hash fails the sign-in, ends the
+    /// session the request came with (no fixation), upgrades a weak hash,
+    /// and issues a fresh token carrying the user's current role.
+    ///
+    /// # Errors
+    /// [`LoginError::InvalidCredentials`] for an unknown user or a wrong
+    /// password alike, [`LoginError::Throttled`] past a limit, and
+    /// [`LoginError::Unavailable`] when a store or the hasher fails (or is full).
     pub async fn login<B: UserBackend>(
         &self,
         backend: &B,
@@ -267,15 +377,20 @@ impl Latchkey {
         meta: &RequestMeta,
         previous: Option<&SessionToken>,
     ) -> Result<LoginSuccess, LoginError> {
+        let name = clip(username);
+        let slot = self.0.hasher.slot()?;
         let throttle = &self.0.throttle;
-        if let Some(retry_after) = throttle
-            .blocked_for(username, &meta.ip)
+        let attempt = match throttle
+            .reserve(username, &meta.ip)
             .await
             .map_err(Error::from)?
         {
-            tracing::warn!(target: "latchkey::audit", event = "login_throttled", username, ip = %meta.ip, retry_after = retry_after.as_secs());
-            return Err(LoginError::Throttled { retry_after });
-        }
+            Ok(attempt) => attempt,
+            Err(retry_after) => {
+                tracing::warn!(target: "latchkey::audit", event = "login_throttled", username = name, ip = %meta.ip, retry_after = retry_after.as_secs());
+                return Err(LoginError::Throttled { retry_after });
+            }
+        };
         let user = backend
             .find_by_username(username)
             .await
@@ -283,20 +398,17 @@ impl Latchkey {
         let ok = self
             .0
             .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash()))
+            .verify_in(slot, password, user.as_ref().map(|u| u.password_hash()))
             .await?;
         let Some(user) = user.filter(|_| ok) else {
-            throttle
-                .failed(username, &meta.ip)
-                .await
-                .map_err(Error::from)?;
-            tracing::warn!(target: "latchkey::audit", event = "login_failed", username, ip = %meta.ip);
+            tracing::warn!(target: "latchkey::audit", event = "login_failed", username = name, ip = %meta.ip);
             return Err(LoginError::InvalidCredentials);
         };
-        throttle
-            .succeeded(username, &meta.ip)
-            .await
-            .map_err(Error::from)?;
+        let Some(user) = self.still_current(backend, user).await? else {
+            tracing::warn!(target: "latchkey::audit", event = "login_superseded", username = name, ip = %meta.ip);
+            return Err(LoginError::InvalidCredentials);
+        };
+        throttle.succeeded(attempt).await.map_err(Error::from)?;
         if self.0.hasher.needs_rehash(user.password_hash()) {
             self.rehash(backend, &user, password).await;
         }
@@ -311,11 +423,30 @@ impl Latchkey {
             user.id(),
             user.username().to_owned(),
             user.role().to_owned(),
+            user.session_version(),
             meta,
         );
         let done = self.issue(token, record).await?;
-        tracing::info!(target: "latchkey::audit", event = "login", username, ip = %meta.ip, session = %done.record.id);
+        tracing::info!(target: "latchkey::audit", event = "login", username = name, ip = %meta.ip, session = %done.record.id);
         Ok(done)
+    }
+
+    /// The user as the backend has them after a hash: `None` when they were
+    /// removed, their password changed or their sessions were ended while
+    /// the hash ran — a sign-in that was in flight must not outlive that.
+    async fn still_current<B: UserBackend>(
+        &self,
+        backend: &B,
+        verified: B::User,
+    ) -> Result<Option<B::User>, Error> {
+        let now = backend
+            .find_by_id(&verified.id())
+            .await
+            .map_err(|e| Error::Backend(e.to_string()))?;
+        Ok(now.filter(|u| {
+            u.session_version() == verified.session_version()
+                && u.password_hash() == verified.password_hash()
+        }))
     }
 
     async fn rehash<B: UserBackend>(&self, backend: &B, user: &B::User, password: &str) {
@@ -353,7 +484,13 @@ impl Latchkey {
     pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRecord>, Error> {
         let now = now_ms();
         let mut all = self.0.store.list_user(user_id).await?;
-        all.retain(|r| r.expires_at > now);
+        let version = match &self.0.users {
+            Some(users) => users.state(user_id).await?.map(|u| u.version),
+            None => None,
+        };
+        // Sessions issued before the user's last "sign out everywhere" are
+        // refused on use; they are not listed either.
+        all.retain(|r| r.expires_at > now && version.is_none_or(|v| v == r.user_version));
         Ok(all)
     }
 
@@ -373,12 +510,21 @@ impl Latchkey {
         Ok(true)
     }
 
-    /// Ends every session of `user_id` except `keep`.
+    /// Ends every session of `user_id` except `keep`. Ending all of them
+    /// (no `keep`) also raises the user's session version (with
+    /// [`Latchkey::with_users`]) first, so a sign-in in flight cannot
+    /// outlive it, and sessions stay refused even if the store delete fails.
+    ///
+    /// # Errors
+    /// [`Error`] when the user backend or the store fails.
     pub async fn end_user_sessions(
         &self,
         user_id: &str,
         keep: Option<&TokenHash>,
     ) -> Result<u64, Error> {
+        if let (Some(users), None) = (&self.0.users, keep) {
+            users.bump(user_id).await?;
+        }
         let n = self.0.store.delete_user(user_id, keep).await?;
         tracing::info!(target: "latchkey::audit", event = "sessions_ended", user_id, count = n);
         Ok(n)
@@ -386,6 +532,9 @@ impl Latchkey {
 
     /// Applies a role change to the user's live sessions (next request sees it).
     pub async fn set_role(&self, user_id: &str, role: &str) -> Result<(), Error> {
+        if let Some(users) = &self.0.users {
+            users.forget(user_id);
+        }
         self.0.store.set_role(user_id, role).await?;
         tracing::info!(target: "latchkey::audit", event = "role_changed", user_id, role);
         Ok(())
@@ -402,52 +551,72 @@ impl Latchkey {
         new_password: &str,
         meta: &RequestMeta,
     ) -> Result<LoginSuccess, PasswordChangeError> {
+        let name = clip(&current.username);
+        let slot = self.0.hasher.slot()?;
         let throttle = &self.0.throttle;
-        if throttle
-            .blocked_for(&current.username, &meta.ip)
+        // Counted before verifying, like sign-ins: a stolen session cannot
+        // be used to guess the password faster than the sign-in form allows.
+        let Ok(attempt) = throttle
+            .reserve(&current.username, &meta.ip)
             .await
             .map_err(Error::from)?
-            .is_some()
-        {
+        else {
             return Err(PasswordChangeError::WrongPassword);
-        }
+        };
         let user = backend
-            .find_by_username(&current.username)
+            .find_by_id(&current.user_id)
             .await
-            .map_err(|e| Error::Backend(e.to_string()))?
-            .filter(|u| u.id() == current.user_id);
+            .map_err(|e| Error::Backend(e.to_string()))?;
         let ok = self
             .0
             .hasher
-            .verify(current_password, user.as_ref().map(|u| u.password_hash()))
+            .verify_in(
+                slot,
+                current_password,
+                user.as_ref().map(|u| u.password_hash()),
+            )
             .await?;
         let Some(user) = user.filter(|_| ok) else {
-            throttle
-                .failed(&current.username, &meta.ip)
-                .await
-                .map_err(Error::from)?;
-            tracing::warn!(target: "latchkey::audit", event = "password_change_failed", username = %current.username, ip = %meta.ip);
+            tracing::warn!(target: "latchkey::audit", event = "password_change_failed", username = name, ip = %meta.ip);
             return Err(PasswordChangeError::WrongPassword);
         };
+        throttle.succeeded(attempt).await.map_err(Error::from)?;
         self.0
             .config
             .policy
             .check(user.username(), new_password)
             .map_err(PasswordChangeError::Rejected)?;
         let hash = self.0.hasher.hash(new_password).await?;
+        let id = user.id();
+        let backend_err = |e: crate::user::BackendError| Error::Backend(e.to_string());
         backend
-            .set_password_hash(&user.id(), &hash)
+            .set_password_hash(&id, &hash)
             .await
-            .map_err(|e| Error::Backend(e.to_string()))?;
+            .map_err(backend_err)?;
+        // Every session issued before this point is refused from here on,
+        // also one a sign-in still in flight is about to create.
+        backend
+            .bump_session_version(&id)
+            .await
+            .map_err(backend_err)?;
+        if let Some(users) = &self.0.users {
+            users.forget(&id);
+        }
         self.0
             .store
-            .delete_user(&user.id(), None)
+            .delete_user(&id, None)
             .await
             .map_err(Error::from)?;
+        let user = backend
+            .find_by_id(&id)
+            .await
+            .map_err(backend_err)?
+            .ok_or_else(|| Error::Backend("the user was removed during the change".into()))?;
         let (token, mut record) = self.new_record(
-            user.id(),
+            id,
             user.username().to_owned(),
             user.role().to_owned(),
+            user.session_version(),
             meta,
         );
         record.id = current.id.clone();
@@ -458,7 +627,7 @@ impl Latchkey {
             .timeouts
             .expires_at(record.created_at, record.last_seen_at);
         let done = self.issue(token, record).await?;
-        tracing::info!(target: "latchkey::audit", event = "password_changed", username = user.username(), ip = %meta.ip, session = %done.record.id);
+        tracing::info!(target: "latchkey::audit", event = "password_changed", username = name, ip = %meta.ip, session = %done.record.id);
         Ok(done)
     }
 
@@ -487,9 +656,19 @@ impl Latchkey {
             }
         };
         (
-            crate::csrf::pre_session_token(&self.0.config.key, &value),
+            crate::csrf::pre_session_token(self.0.config.key.expose_secret(), &value),
             set,
         )
+    }
+
+    /// Counts one sign-up attempt from the client (a taken name too):
+    /// `Some(wait)` once the address made more than the per-(username,
+    /// address) limit of attempts within the window.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the counters cannot be reached.
+    pub async fn signup_attempt(&self, meta: &RequestMeta) -> Result<Option<Duration>, Error> {
+        Ok(self.0.throttle.signup(&meta.ip).await?)
     }
 
     /// Whether the store answers (for readiness probes).

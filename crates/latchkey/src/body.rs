@@ -171,7 +171,7 @@ async fn check_form_token<S: Send + Sync>(
         .await
         .map_err(BodyRejection::Auth)?;
     let ok = crate::csrf::form_token_valid(
-        &auth.config().key,
+        secrecy::ExposeSecret::expose_secret(&auth.config().key),
         submitted,
         user.0.as_ref().map(|u| u.session()),
         auth.cookies().pre_session_value(&parts.headers).as_deref(),

@@ -20,6 +20,9 @@ pub enum Error {
     /// Password hashing failed (pool closed or a malformed stored hash).
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// Too many requests already wait for a password hash; try again shortly.
+    #[error("too many sign-ins in progress")]
+    Overloaded,
 }
 
 /// Why a sign-in did not happen.
@@ -79,6 +82,16 @@ impl IntoResponse for crate::body::BodyRejection {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        if let Error::Overloaded = self {
+            tracing::warn!("password hashing queue full; refusing a request with 503");
+            let mut res = detail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many sign-ins in progress. Try again in a moment.",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
         // The reason goes to the log, not to the client.
         tracing::error!(error = %self, "failing closed");
         detail(

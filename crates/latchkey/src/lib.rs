@@ -37,6 +37,7 @@ pub mod session;
 pub mod store;
 pub mod throttle;
 pub mod user;
+mod user_check;
 
 pub use auth::{Config, Latchkey, LoginSuccess};
 pub use client::RequestMeta;

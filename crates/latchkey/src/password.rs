@@ -7,10 +7,16 @@ use std::cell::RefCell;
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::OnceCell;
 
 use crate::error::Error;
+pub use crate::hash_pool::HashSlot;
+
+/// How many requests may wait for a hash by default; past that, new ones
+/// are refused at once (503) instead of queueing without bound.
+pub const DEFAULT_MAX_PENDING: usize = 256;
 
 /// Argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,10 +54,11 @@ impl Default for HashParams {
 /// each hash runs on a dedicated pool of `concurrency` threads (one per core
 /// by default) at the lowest scheduling priority, so a login storm queues
 /// instead of thrashing memory, and signed-in requests keep their CPU.
+/// At most [`DEFAULT_MAX_PENDING`] (or [`PasswordHasher::with_max_pending`])
+/// requests wait at once; more get [`Error::Overloaded`].
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: HashParams,
-    permits: Arc<Semaphore>,
     pool: Arc<crate::hash_pool::HashPool>,
     dummy: Arc<OnceCell<String>>,
 }
@@ -59,12 +66,26 @@ pub struct PasswordHasher {
 impl PasswordHasher {
     /// A hasher with `params`, running at most `concurrency` hashes at once.
     pub fn new(params: HashParams, concurrency: usize) -> Self {
+        Self::with_max_pending(params, concurrency, DEFAULT_MAX_PENDING)
+    }
+
+    /// Like [`PasswordHasher::new`], with at most `max_pending` requests
+    /// waiting for (or running) a hash.
+    pub fn with_max_pending(params: HashParams, concurrency: usize, max_pending: usize) -> Self {
         Self {
             params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            pool: Arc::new(crate::hash_pool::HashPool::new(concurrency)),
+            pool: Arc::new(crate::hash_pool::HashPool::new(concurrency, max_pending)),
             dummy: Default::default(),
         }
+    }
+
+    /// A place in the hashing queue, taken before anything else is done for
+    /// a login, so a full queue answers at once and counts no attempt.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when the queue is full.
+    pub fn slot(&self) -> Result<HashSlot, Error> {
+        self.pool.slot().ok_or(Error::Overloaded)
     }
 
     /// OWASP parameters, one hash per core.
@@ -80,26 +101,33 @@ impl PasswordHasher {
 
     async fn blocking<T: Send + 'static>(
         &self,
+        slot: HashSlot,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| Error::Hash(e.to_string()))?;
-        // The permit bounds the pool's queue: waiting logins wait here, as
-        // futures, not as queued closures holding passwords.
         self.pool
-            .run(job)
+            .run(slot, job)
             .await
             .ok_or_else(|| Error::Hash("hashing thread unavailable".into()))
     }
 
     /// A PHC-format Argon2id hash of `password` with a fresh salt.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when the queue is full; [`Error::Hash`] if
+    /// hashing fails.
     pub async fn hash(&self, password: &str) -> Result<String, Error> {
-        let password = password.to_owned();
+        self.hash_in(self.slot()?, password).await
+    }
+
+    /// [`PasswordHasher::hash`] in a slot taken earlier.
+    ///
+    /// # Errors
+    /// [`Error::Hash`] if hashing fails.
+    pub async fn hash_in(&self, slot: HashSlot, password: &str) -> Result<String, Error> {
+        let password = SecretString::from(password);
         let params = self.params;
-        self.blocking(move || {
+        self.blocking(slot, move || {
+            let password = password.expose_secret();
             let fail = |e: &dyn std::fmt::Display| Error::Hash(e.to_string());
             let salt_bytes = crate::session::random_bytes::<16>();
             let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| fail(&e))?;
@@ -121,14 +149,33 @@ impl PasswordHasher {
 
     /// Whether `password` matches `hash`. With `None` (unknown user) it
     /// verifies against a fixed dummy hash, so both cases cost the same.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when the queue is full; [`Error::Hash`] if the
+    /// hashing threads are gone.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, Error> {
+        self.verify_in(self.slot()?, password, hash).await
+    }
+
+    /// [`PasswordHasher::verify`] in a slot taken earlier.
+    ///
+    /// # Errors
+    /// [`Error::Hash`] if the hashing threads are gone.
+    pub async fn verify_in(
+        &self,
+        slot: HashSlot,
+        password: &str,
+        hash: Option<&str>,
+    ) -> Result<bool, Error> {
         let (hash, real) = match hash {
             Some(h) => (h.to_owned(), true),
             None => (self.dummy_hash().await?, false),
         };
-        let password = password.to_owned();
+        let password = SecretString::from(password);
         let ok = self
-            .blocking(move || verify_phc(password.as_bytes(), &hash).unwrap_or(false))
+            .blocking(slot, move || {
+                verify_phc(password.expose_secret().as_bytes(), &hash).unwrap_or(false)
+            })
             .await?;
         Ok(ok && real)
     }
@@ -137,7 +184,9 @@ impl PasswordHasher {
         self.dummy
             .get_or_try_init(|| async {
                 let random = hex::encode(crate::session::random_bytes::<16>());
-                self.hash(&random).await
+                // Made once, outside the bounded queue: it is no client's job.
+                let slot = HashSlot::unbounded();
+                self.hash_in(slot, &random).await
             })
             .await
             .cloned()

@@ -118,6 +118,10 @@ pub struct SessionRecord {
     pub ip: String,
     /// Per-session secret behind the HTML forms' CSRF token.
     pub csrf_secret: String,
+    /// The user's [`session_version`](crate::AuthUser::session_version)
+    /// when this session was issued; a different current one ends it.
+    #[serde(default)]
+    pub user_version: u64,
 }
 
 impl SessionRecord {

@@ -1,8 +1,10 @@
 //! Login throttling: per (username, address), per address, and per account.
 //!
 //! Counters live in the session store's backend ([`CounterStore`]), so
-//! several instances count together. Only failures count; a success clears
-//! the (username, address) and account counters. Every block lapses by itself.
+//! several instances count together. Every attempt is counted before its
+//! password is verified; a success clears the (username, address) and
+//! account counters and is taken back from the per-address one, so in the
+//! end only failures count. Every block lapses by itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,13 @@ impl Default for ThrottleConfig {
 }
 
 /// Decides whether a login attempt may run, and records its outcome.
+///
+/// An attempt is counted *before* its password is verified
+/// ([`Throttle::reserve`]): every counter is one atomic increment whose new
+/// value decides, so of N attempts sent at the same moment at most the limit
+/// are let through, however the requests interleave. Reading the counters
+/// first and counting after the hash let every attempt already queued
+/// through (30 parallel attempts against a limit of 5 all ran).
 #[derive(Clone)]
 pub struct Throttle {
     counters: Arc<dyn CounterStore>,
@@ -62,21 +71,52 @@ fn digest(parts: &[&str]) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
+/// An attempt that passed [`Throttle::reserve`] and is counted as a
+/// failure unless [`Throttle::succeeded`] says otherwise.
+#[must_use = "report the outcome with Throttle::succeeded, or drop it to leave it counted as a failure"]
+pub struct Attempt {
+    keys: Keys,
+}
+
 struct Keys {
     user_addr: String,
     addr: String,
     account: String,
+    gate: String,
 }
 
 impl Keys {
     // Hashed so hostile usernames never become long or odd store keys.
     fn new(username: &str, ip: &str) -> Self {
+        let bucket = address_bucket(ip);
         Self {
-            user_addr: format!("ua:{}", digest(&[username, ip])),
-            addr: format!("a:{}", digest(&[ip])),
+            user_addr: format!("ua:{}", digest(&[username, &bucket])),
+            addr: format!("a:{}", digest(&[&bucket])),
             account: format!("acct:{}", digest(&[username])),
+            gate: format!("gate:{}", digest(&[username])),
         }
     }
+}
+
+/// What per-address limits count by: an IPv6 client by its /64 (one host
+/// usually holds a whole /64, so per-address counting would hand it 2^64
+/// fresh addresses), an IPv4 client (also when seen as `::ffff:a.b.c.d`)
+/// by its address.
+pub(crate) fn address_bucket(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>().map(|a| a.to_canonical()) {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
+/// A refusal lasts at least a second (`Retry-After` counts whole seconds).
+fn wait(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(1000) as u64)
 }
 
 impl Throttle {
@@ -85,62 +125,72 @@ impl Throttle {
         Self { counters, config }
     }
 
-    /// `Some(wait)` when an attempt for `username` from `ip` must be refused now.
-    pub async fn blocked_for(
+    /// Counts an attempt for `username` from `ip` and decides on it:
+    /// `Ok(attempt)` when it may be verified, `Err(wait)` when it must be
+    /// refused now. Each limit is one atomic increment read back, so the
+    /// limits hold when attempts arrive together.
+    pub async fn reserve(
         &self,
         username: &str,
         ip: &str,
-    ) -> Result<Option<Duration>, StoreError> {
+    ) -> Result<Result<Attempt, Duration>, StoreError> {
         let keys = Keys::new(username, ip);
         let c = &self.config;
-        let ms = |n: i64| Duration::from_millis(n.max(1000) as u64);
-        if let Some((n, left)) = self.counters.peek(&keys.user_addr).await? {
-            if n >= c.per_user_and_address {
-                return Ok(Some(ms(left)));
-            }
+        let (n, left) = self.counters.hit(&keys.user_addr, c.window, false).await?;
+        if n > c.per_user_and_address {
+            return Ok(Err(wait(left)));
         }
-        if let Some((n, left)) = self.counters.peek(&keys.addr).await? {
-            if n >= c.per_address {
-                return Ok(Some(ms(left)));
-            }
+        let (n, left) = self.counters.hit(&keys.addr, c.window, false).await?;
+        if n > c.per_address {
+            return Ok(Err(wait(left)));
         }
+        // Peek first so a locked account is not kept locked by refused attempts.
         if let Some((n, left)) = self.counters.peek(&keys.account).await? {
             if n >= c.account_hard_limit {
-                return Ok(Some(ms(left)));
-            }
-            if n >= c.account_delay_after {
-                let doublings = (n - c.account_delay_after).min(32) as u32;
-                let delay = Duration::from_secs(1u64 << doublings).min(c.max_delay);
-                // The account counter slides: its age since the last failure
-                // is the window minus what is left.
-                let since = c
-                    .account_window
-                    .saturating_sub(Duration::from_millis(left.max(0) as u64));
-                if since < delay {
-                    return Ok(Some((delay - since).max(Duration::from_secs(1))));
-                }
+                return Ok(Err(wait(left)));
             }
         }
-        Ok(None)
-    }
-
-    /// Counts a failed attempt.
-    pub async fn failed(&self, username: &str, ip: &str) -> Result<(), StoreError> {
-        let keys = Keys::new(username, ip);
-        let c = &self.config;
-        self.counters.hit(&keys.user_addr, c.window, false).await?;
-        self.counters.hit(&keys.addr, c.window, false).await?;
-        self.counters
+        let (n, left) = self
+            .counters
             .hit(&keys.account, c.account_window, true)
             .await?;
-        Ok(())
+        if n > c.account_hard_limit {
+            return Ok(Err(wait(left)));
+        }
+        if n > c.account_delay_after {
+            // Past the soft limit one attempt per doubling delay: the gate
+            // counter lets the first attempt of each delay window through.
+            let doublings = (n - 1 - c.account_delay_after).min(32) as u32;
+            let delay = Duration::from_secs(1u64 << doublings).min(c.max_delay);
+            let (g, gate_left) = self.counters.hit(&keys.gate, delay, false).await?;
+            if g > 1 {
+                // Refused here, so it must not count towards the hard limit.
+                self.counters.release(&keys.account).await?;
+                return Ok(Err(wait(gate_left)));
+            }
+        }
+        Ok(Ok(Attempt { keys }))
     }
 
-    /// Clears the username's failures from `ip` and the account's count.
-    pub async fn succeeded(&self, username: &str, ip: &str) -> Result<(), StoreError> {
-        let keys = Keys::new(username, ip);
-        self.counters.reset(&keys.user_addr).await?;
-        self.counters.reset(&keys.account).await
+    /// The attempt's password was right: clears the username's failures
+    /// from that address and the account's count, and takes the attempt
+    /// back from the per-address count (which counts failures only).
+    pub async fn succeeded(&self, attempt: Attempt) -> Result<(), StoreError> {
+        let k = attempt.keys;
+        self.counters.reset(&k.user_addr).await?;
+        self.counters.reset(&k.account).await?;
+        self.counters.reset(&k.gate).await?;
+        self.counters.release(&k.addr).await
+    }
+
+    /// Counts one sign-up attempt from `ip` (a taken name too); `Some(wait)`
+    /// once the address is past the per-(username, address) limit within
+    /// the window, as for failed logins.
+    pub async fn signup(&self, ip: &str) -> Result<Option<Duration>, StoreError> {
+        let key = format!("su:{}", digest(&[&address_bucket(ip)]));
+        let c = &self.config;
+        let (n, left) = self.counters.hit(&key, c.window, false).await?;
+        Ok((n > c.per_user_and_address).then(|| wait(left)))
     }
 }
 
@@ -153,23 +203,49 @@ mod tests {
         Throttle::new(Arc::new(MemoryStore::new()), config)
     }
 
+    async fn fail(t: &Throttle, user: &str, ip: &str) -> Result<(), Duration> {
+        t.reserve(user, ip).await.unwrap().map(drop)
+    }
+
     #[tokio::test]
     async fn sixth_attempt_for_user_and_address_is_blocked_elsewhere_not() {
         let t = throttle(ThrottleConfig::default());
         for _ in 0..5 {
-            assert!(t.blocked_for("alice", "10.0.0.1").await.unwrap().is_none());
-            t.failed("alice", "10.0.0.1").await.unwrap();
+            fail(&t, "alice", "10.0.0.1").await.expect("allowed");
         }
-        let wait = t
-            .blocked_for("alice", "10.0.0.1")
-            .await
-            .unwrap()
-            .expect("blocked");
+        let wait = fail(&t, "alice", "10.0.0.1").await.expect_err("blocked");
         assert!(wait <= Duration::from_secs(15 * 60) && wait >= Duration::from_secs(14 * 60));
-        assert!(t.blocked_for("alice", "10.0.0.2").await.unwrap().is_none());
-        assert!(t.blocked_for("bob", "10.0.0.1").await.unwrap().is_none());
-        t.succeeded("alice", "10.0.0.1").await.unwrap();
-        assert!(t.blocked_for("alice", "10.0.0.1").await.unwrap().is_none());
+        assert!(fail(&t, "alice", "10.0.0.2").await.is_ok());
+        assert!(fail(&t, "bob", "10.0.0.1").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn success_clears_the_user_and_address_count() {
+        let t = throttle(ThrottleConfig::default());
+        for _ in 0..4 {
+            fail(&t, "alice", "10.0.0.1").await.unwrap();
+        }
+        let ok = t.reserve("alice", "10.0.0.1").await.unwrap().unwrap();
+        t.succeeded(ok).await.unwrap();
+        for _ in 0..5 {
+            fail(&t, "alice", "10.0.0.1").await.expect("cleared");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_gets_no_more_than_the_limit() {
+        let t = Arc::new(throttle(ThrottleConfig::default()));
+        let tasks: Vec<_> = (0..30)
+            .map(|_| {
+                let t = t.clone();
+                tokio::spawn(async move { fail(&t, "alice", "10.0.0.1").await.is_ok() })
+            })
+            .collect();
+        let mut allowed = 0;
+        for task in tasks {
+            allowed += task.await.unwrap() as u32;
+        }
+        assert_eq!(allowed, 5);
     }
 
     #[tokio::test]
@@ -179,18 +255,27 @@ mod tests {
             ..Default::default()
         });
         for i in 0..10 {
-            t.failed(&format!("user{i}"), "10.0.0.9").await.unwrap();
+            fail(&t, &format!("user{i}"), "10.0.0.9").await.unwrap();
         }
-        assert!(t
-            .blocked_for("someone-new", "10.0.0.9")
-            .await
-            .unwrap()
-            .is_some());
-        assert!(t
-            .blocked_for("someone-new", "10.0.0.8")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(fail(&t, "someone-new", "10.0.0.9").await.is_err());
+        assert!(fail(&t, "someone-new", "10.0.0.8").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn ipv6_clients_count_by_their_slash_64() {
+        let t = throttle(ThrottleConfig {
+            per_address: 3,
+            ..Default::default()
+        });
+        for i in 1..=3 {
+            fail(&t, &format!("u{i}"), &format!("2001:db8:1:2::{i}"))
+                .await
+                .unwrap();
+        }
+        assert!(fail(&t, "u9", "2001:db8:1:2:ffff::9").await.is_err());
+        assert!(fail(&t, "u9", "2001:db8:1:3::1").await.is_ok());
+        assert_eq!(address_bucket("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(address_bucket("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
     }
 
     #[tokio::test]
@@ -201,24 +286,36 @@ mod tests {
             ..Default::default()
         });
         for i in 0..3 {
-            t.failed("carol", &format!("10.1.0.{i}")).await.unwrap();
+            fail(&t, "carol", &format!("10.1.0.{i}")).await.unwrap();
         }
-        let first = t
-            .blocked_for("carol", "10.2.0.1")
-            .await
-            .unwrap()
-            .expect("delayed");
+        // The 4th passes and shuts the gate for a second; the 5th waits.
+        fail(&t, "carol", "10.1.0.3").await.unwrap();
+        let first = fail(&t, "carol", "10.2.0.1").await.expect_err("delayed");
         assert!(first <= Duration::from_secs(1));
-        for i in 3..6 {
-            t.failed("carol", &format!("10.1.0.{i}")).await.unwrap();
-        }
-        let hard = t
-            .blocked_for("carol", "10.3.0.1")
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        fail(&t, "carol", "10.2.0.2")
             .await
-            .unwrap()
-            .expect("hard stop");
+            .expect("gate open again");
+        let second = fail(&t, "carol", "10.2.0.3").await.expect_err("delayed");
+        assert!(second > Duration::from_secs(1) && second <= Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        fail(&t, "carol", "10.2.0.4")
+            .await
+            .expect("gate open again");
+        // 6 counted: the hard stop holds from any address.
+        let hard = fail(&t, "carol", "10.3.0.1").await.expect_err("hard stop");
         assert!(hard > Duration::from_secs(3600));
-        t.succeeded("carol", "10.3.0.1").await.unwrap();
-        assert!(t.blocked_for("carol", "10.3.0.1").await.unwrap().is_none());
+        let ok = t.reserve("dave", "10.3.0.1").await.unwrap().unwrap();
+        t.succeeded(ok).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_sixth_signup_from_one_address_waits() {
+        let t = throttle(ThrottleConfig::default());
+        for _ in 0..5 {
+            assert!(t.signup("10.0.0.1").await.unwrap().is_none());
+        }
+        assert!(t.signup("10.0.0.1").await.unwrap().is_some());
+        assert!(t.signup("10.0.0.2").await.unwrap().is_none());
     }
 }

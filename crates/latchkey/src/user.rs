@@ -13,6 +13,14 @@ pub trait AuthUser: Send + Sync {
     fn role(&self) -> &str;
     /// PHC-format Argon2id hash, as [`PasswordHasher::hash`](crate::password::PasswordHasher::hash) makes.
     fn password_hash(&self) -> &str;
+    /// A counter the backend raises whenever every session of the user must
+    /// end (password change, "sign out everywhere", an admin's reset). Each
+    /// session carries the value it was issued under and is refused once
+    /// they differ, so a sign-in that was in flight during the change cannot
+    /// outlive it. The default (always 0) relies on store deletes alone.
+    fn session_version(&self) -> u64 {
+        0
+    }
 }
 
 /// Any error a backend reports; latchkey treats it as "unavailable" (503).
@@ -28,7 +36,20 @@ pub trait UserBackend: Send + Sync {
     /// The user who signs in as `username`, if any.
     async fn find_by_username(&self, username: &str) -> Result<Option<Self::User>, BackendError>;
 
+    /// The user with id `user_id`, if any. latchkey asks it to re-check a
+    /// sign-in after hashing and, with [`Latchkey::with_users`](crate::Latchkey::with_users),
+    /// to check that a session's user still exists (at most once a
+    /// millisecond per user).
+    async fn find_by_id(&self, user_id: &str) -> Result<Option<Self::User>, BackendError>;
+
     /// Stores a new hash: after a password change, or when a login upgrades
-    /// a hash made with weaker parameters.
+    /// a hash made with weaker parameters (which must not end sessions).
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError>;
+
+    /// Raises the user's [`AuthUser::session_version`], ending every session
+    /// issued before. Backends without versions keep the default (no-op).
+    async fn bump_session_version(&self, user_id: &str) -> Result<(), BackendError> {
+        let _ = user_id;
+        Ok(())
+    }
 }

@@ -63,6 +63,11 @@ impl UserBackend for Members {
         Ok(self.0.read().await.get(username).cloned())
     }
 
+    async fn find_by_id(&self, user_id: &str) -> Result<Option<Member>, BackendError> {
+        let members = self.0.read().await;
+        Ok(members.values().find(|m| m.id() == user_id).cloned())
+    }
+
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError> {
         for m in self.0.write().await.values_mut() {
             if m.id() == user_id {
@@ -129,10 +134,13 @@ async fn staff(RequireRole(user, _): RequireRole<Admin>) -> String {
 
 async fn app() -> Router {
     let members = Members::default();
-    let auth = Latchkey::new(
+    // Sessions are checked against `members` too: removing a member
+    // signs them out on their next request.
+    let auth = Latchkey::with_users(
         // Development settings: plain-HTTP cookies. Use a real secret in production.
         Config::new(*b"example-secret-key-of-32-bytes!!").secure(false),
         Arc::new(MemoryStore::new()),
+        members.clone(),
     );
     for (no, handle, staff) in [(1, "ada", true), (2, "charles", false)] {
         let hash = auth

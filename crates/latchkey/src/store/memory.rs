@@ -191,6 +191,16 @@ impl CounterStore for MemoryStore {
         write!(self.counters).remove(key);
         Ok(())
     }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        if let Some(entry) = write!(self.counters).get_mut(key) {
+            if entry.1 > now {
+                entry.0 = entry.0.saturating_sub(1);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,9 @@ pub trait CounterStore: Send + Sync + 'static {
     async fn peek(&self, key: &str) -> Result<Option<(u64, i64)>, StoreError>;
     /// Forgets `key`.
     async fn reset(&self, key: &str) -> Result<(), StoreError>;
+    /// Takes back one hit on a live `key` (never below zero, window kept):
+    /// for an attempt that was counted in advance but must not count.
+    async fn release(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// A backend that keeps both sessions and counters.

@@ -47,6 +47,12 @@ if n == 1 or ARGV[2] == '1' or ttl < 0 then
 end
 return {n, ttl}";
 
+/// DECR keeps the key's TTL; a missing or zero counter is left alone.
+const RELEASE: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then redis.call('DECR', KEYS[1]) end
+return n";
+
 impl RedisStore {
     /// A store for `redis://HOST[:PORT][/DB][?prefix=NAME]`. Connects lazily
     /// and reconnects by itself after an outage.
@@ -163,6 +169,9 @@ fn record_from_hash(key: TokenHash, mut h: HashMap<String, String>) -> Option<Se
         user_agent: take("user_agent").unwrap_or_default(),
         ip: take("ip").unwrap_or_default(),
         csrf_secret: take("csrf_secret")?,
+        user_version: take("user_version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     })
 }
 
@@ -183,6 +192,7 @@ impl SessionStore for RedisStore {
             ("user_agent", r.user_agent.clone()),
             ("ip", r.ip.clone()),
             ("csrf_secret", r.csrf_secret.clone()),
+            ("user_version", r.user_version.to_string()),
         ];
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -324,6 +334,13 @@ impl CounterStore for RedisStore {
         let mut c = self.conn().await?;
         self.run(c.del::<_, ()>(format!("{}c:{key}", self.prefix)))
             .await
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let script = Script::new(RELEASE);
+        let inv = script.key(format!("{}c:{key}", self.prefix));
+        self.run(inv.invoke_async::<i64>(&mut c)).await.map(drop)
     }
 }
 

@@ -32,6 +32,7 @@ macro_rules! sql_store_impl {
                 user_agent: row.try_get("user_agent")?,
                 ip: row.try_get("ip")?,
                 csrf_secret: row.try_get("csrf_secret")?,
+                user_version: row.try_get::<i64, _>("user_version")?.max(0) as u64,
             })
         }
 
@@ -57,8 +58,8 @@ macro_rules! sql_store_impl {
                 self.run(async {
                     sqlx::query(
                         "INSERT INTO latchkey_sessions (token_hash, id, user_id, username, role, \
-                         created_at, last_seen_at, expires_at, user_agent, ip, csrf_secret) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                         created_at, last_seen_at, expires_at, user_agent, ip, csrf_secret, user_version) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     )
                     .bind(r.key().0.to_vec())
                     .bind(&r.id)
@@ -71,6 +72,7 @@ macro_rules! sql_store_impl {
                     .bind(&r.user_agent)
                     .bind(&r.ip)
                     .bind(&r.csrf_secret)
+                    .bind(r.user_version.min(i64::MAX as u64) as i64)
                     .execute(&self.pool().await?)
                     .await?;
                     Ok(())
@@ -262,6 +264,22 @@ macro_rules! sql_store_impl {
                         .bind(key)
                         .execute(&self.pool().await?)
                         .await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn release(&self, key: &str) -> Result<(), StoreError> {
+                let now = now_ms();
+                self.run(async {
+                    sqlx::query(
+                        "UPDATE latchkey_counters SET count = count - 1 \
+                         WHERE key = $1 AND count > 0 AND expires_at > $2",
+                    )
+                    .bind(key)
+                    .bind(now)
+                    .execute(&self.pool().await?)
+                    .await?;
                     Ok(())
                 })
                 .await

@@ -77,6 +77,24 @@ struct SyncState {
     last_seq: i64,
 }
 
+/// Tables made by 0.1 lack `user_version`; SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`, so look first.
+async fn add_user_version(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM pragma_table_info('latchkey_sessions') WHERE name = 'user_version'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if n == 0 {
+        sqlx::query(
+            "ALTER TABLE latchkey_sessions ADD COLUMN user_version INTEGER NOT NULL DEFAULT 0",
+        )
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
 fn file_stamp(path: &std::path::Path) -> FileStamp {
     // A metadata syscall on a local file: microseconds, never a real block.
     let m = std::fs::metadata(path).ok()?;
@@ -137,6 +155,7 @@ impl SqliteStore {
             .await
             .map_err(fail)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(fail)?;
+        add_user_version(&pool).await.map_err(fail)?;
         let cache = Arc::new(SessionCache {
             entries: Cache::new(CACHE_CAPACITY),
             wal: PathBuf::from(wal),

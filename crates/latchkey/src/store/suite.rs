@@ -19,6 +19,7 @@ pub(crate) fn record(user: &str) -> (SessionToken, SessionRecord) {
         user_agent: "test-agent".into(),
         ip: "127.0.0.1".into(),
         csrf_secret: "c".repeat(43),
+        user_version: 3,
     };
     (token, rec)
 }
@@ -168,6 +169,17 @@ macro_rules! store_suite {
             assert!(left > 0 && left <= 60_000);
             assert_eq!(s.peek("k").await.unwrap().unwrap().0, 2);
             assert!(s.peek("other").await.unwrap().is_none());
+            // A release takes back one hit, never below zero, window kept.
+            s.release("k").await.unwrap();
+            let (n, left) = s.peek("k").await.unwrap().unwrap();
+            assert_eq!(n, 1);
+            assert!(left > 0 && left <= 60_000);
+            s.release("k").await.unwrap();
+            s.release("k").await.unwrap();
+            assert_eq!(s.peek("k").await.unwrap().map_or(0, |c| c.0), 0);
+            s.release("missing").await.unwrap();
+            assert!(s.peek("missing").await.unwrap().is_none());
+            assert_eq!(s.hit("k", w, false).await.unwrap().0, 1);
             s.reset("k").await.unwrap();
             assert!(s.peek("k").await.unwrap().is_none());
             // A short window lapses and the count starts again.
@@ -187,6 +199,25 @@ macro_rules! store_suite {
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(250)).await;
             assert_eq!(s.peek("slide").await.unwrap().unwrap().0, 2);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_hits_each_get_their_own_count() {
+            let Some(s) = $make.await else { return };
+            let s = std::sync::Arc::new(s);
+            let w = Duration::from_secs(60);
+            let tasks: Vec<_> = (0..40)
+                .map(|_| {
+                    let s = s.clone();
+                    tokio::spawn(async move { s.hit("burst", w, false).await.unwrap().0 })
+                })
+                .collect();
+            let mut seen = Vec::new();
+            for t in tasks {
+                seen.push(t.await.unwrap());
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, (1..=40).collect::<Vec<u64>>());
         }
 
         #[tokio::test]
