@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// Window the per-address limits count in.
     #[arg(long, env = "LATCHKEY_FAILURE_WINDOW", default_value = "15m", value_name = "DUR", value_parser = parse_duration)]
     pub failure_window: Duration,
+    /// Most connections open at once (lowered to fit the file-descriptor
+    /// limit); at the cap a new client replaces the oldest idle connection.
+    #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 /// Parses the secret like `parse_secret`, but a refused value is never
