@@ -174,9 +174,9 @@ async fn h2_get(
         .as_u16()
 }
 
-/// An HTTP/2 connection is closed after the idle timeout without a request
-/// (counted from the last request, not the first), and not before; the
-/// head deadline no longer applies once a request came.
+/// An HTTP/2 connection is closed gracefully after the idle timeout without
+/// a request (counted from the last request, not the first), and not
+/// before; the head deadline no longer applies once a request came.
 #[tokio::test]
 async fn idle_http2_connection_is_closed_after_the_idle_timeout() {
     let s = Server::start(with_timeouts(1_000, 3_000, &[]));
@@ -187,20 +187,22 @@ async fn idle_http2_connection_is_closed_after_the_idle_timeout() {
     )
     .await
     .expect("HTTP/2 handshake");
-    let (done_tx, mut done) = tokio::sync::oneshot::channel::<Instant>();
+    let (done_tx, mut done) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let _ = conn.await;
-        let _ = done_tx.send(Instant::now());
+        let ended = conn.await;
+        let _ = done_tx.send((Instant::now(), ended));
     });
     assert_eq!(h2_get(&mut sender, &s).await, 200);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(done.try_recv().is_err(), "closed 2 s after a request");
     assert_eq!(h2_get(&mut sender, &s).await, 200);
     let last = Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(8), done)
+    let (closed, ended) = tokio::time::timeout(Duration::from_secs(8), done)
         .await
         .expect("idle HTTP/2 connection still open 8 s after its last request (idle timeout 3 s)")
         .unwrap();
+    // Gracefully: GOAWAY, then the close, not a reset.
+    assert!(ended.is_ok(), "the idle connection was cut: {ended:?}");
     let took = closed - last;
     eprintln!("idle HTTP/2 connection closed {took:?} after its last request");
     assert!(
@@ -325,4 +327,26 @@ fn at_the_cap_with_every_connection_busy_the_new_one_is_closed() {
             String::from_utf8_lossy(&buf[..n])
         );
     }
+}
+
+/// If the fd limit drops below the cap after start-up (so accept meets
+/// EMFILE), the server frees idle connections instead of stalling, and
+/// `/healthz` still answers.
+#[cfg(target_os = "linux")]
+#[test]
+fn accept_out_of_file_descriptors_frees_idle_connections() {
+    let s = Server::start(Options {
+        dev: true,
+        ..Options::default()
+    });
+    let pid = i32::try_from(s.child.id()).unwrap();
+    rlimit::prlimit(pid, rlimit::Resource::NOFILE, Some((64, 64)), None)
+        .expect("lower the server's file limit");
+    let _idle = idle_sockets(&s, 80);
+    assert_healthz_answers(&s, 5);
+    assert!(
+        s.log().contains("accept failed"),
+        "accept never ran out of file descriptors; the test proves nothing:\n{}",
+        s.log()
+    );
 }
