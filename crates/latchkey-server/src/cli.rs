@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// sign-ins get 503 with Retry-After instead of queueing without bound.
     #[arg(long, env = "LATCHKEY_MAX_PENDING_LOGINS", default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_pending_logins: u32,
+    /// Most connections open at once (lowered to fit the file-descriptor
+    /// limit); at the cap a new client replaces the oldest idle connection.
+    #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 /// Parses the secret like `parse_secret`, but a refused value is never

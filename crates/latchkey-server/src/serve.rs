@@ -38,6 +38,8 @@ fn secret(args: &ServeArgs) -> Result<Secret, Failure> {
 
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let secret = secret(&args)?;
+    // Before the stores open files, so the limit they see is the raised one.
+    let max_connections = crate::http::connection_cap(args.max_connections);
     let sessions_url = args.stores.sessions_url().to_owned();
     let store = latchkey::store::open(&sessions_url)
         .await
@@ -91,7 +93,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     );
     tokio::spawn(watch_stores(app.clone(), addr));
 
-    crate::http::serve(listener, router(app), shutdown_signal()).await;
+    crate::http::serve(listener, router(app), max_connections, shutdown_signal()).await;
     tracing::info!("latchkey stopped");
     Ok(())
 }
