@@ -37,6 +37,7 @@ pub mod session;
 pub mod store;
 pub mod throttle;
 pub mod user;
+pub mod username;
 
 pub use auth::{Config, Latchkey, LoginSuccess};
 pub use client::RequestMeta;
