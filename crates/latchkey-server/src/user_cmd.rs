@@ -8,7 +8,7 @@ use latchkey::password::{PasswordHasher, PasswordPolicy};
 use latchkey::store::Store;
 
 use crate::cli::{valid_role, PolicyArgs, StoreArgs, UserCommand};
-use crate::users::{valid_username, Users};
+use crate::users::{Change, Users, UsersError};
 use crate::Failure;
 
 fn users(stores: &StoreArgs) -> Result<Users, Failure> {
@@ -27,6 +27,23 @@ async fn sessions(stores: &StoreArgs) -> Result<std::sync::Arc<dyn Store>, Failu
 
 fn db(e: crate::users::UsersError) -> Failure {
     Failure::runtime(e.to_string())
+}
+
+fn exists(name: &str, taken_by: &str) -> Failure {
+    let same = if name == taken_by {
+        String::new()
+    } else {
+        format!(" as {taken_by:?} (names are compared ignoring case and width)")
+    };
+    Failure::runtime(format!(
+        "user {name:?} already exists{same}; use set-password or set-role"
+    ))
+}
+
+fn last_admin(name: &str, what: &str) -> Failure {
+    Failure::runtime(format!(
+        "{name:?} is the last admin; make another user admin first, or pass --force to {what} them anyway"
+    ))
 }
 
 fn store_err(e: latchkey::store::StoreError) -> Failure {
@@ -84,16 +101,23 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
             stores,
             policy,
         } => {
-            valid_username(&name).map_err(Failure::usage)?;
+            // A refused name is a refusal (exit 1), like a taken one: the
+            // command line was well formed.
+            let name = latchkey::username::normalize(&name)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
             valid_role(&role).map_err(Failure::usage)?;
             let users = users(&stores)?;
-            if users.find(&name).await.map_err(db)?.is_some() {
-                return Err(Failure::runtime(format!(
-                    "user {name:?} already exists; use set-password or set-role"
-                )));
+            // Asked first so nobody types a password for nothing; `add`
+            // refuses a clash again, race-free.
+            if let Some(other) = users.find(&name).await.map_err(db)? {
+                return Err(exists(&name, &other.username));
             }
             let hash = new_hash(&name, password_stdin, &policy).await?;
-            users.add(&name, &hash, &role).await.map_err(db)?;
+            match users.add(&name, &hash, &role).await {
+                Ok(_) => {}
+                Err(UsersError::Exists(_)) => return Err(exists(&name, &name)),
+                Err(e) => return Err(db(e)),
+            }
             println!("added user {name} with role {role}");
         }
         UserCommand::List { stores } => {
@@ -117,8 +141,15 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
             }
             println!("{} user(s)", list.len());
         }
-        UserCommand::Remove { name, stores } => {
-            let user = users(&stores)?.remove(&name).await.map_err(db)?;
+        UserCommand::Remove {
+            name,
+            force,
+            stores,
+        } => {
+            let user = match users(&stores)?.remove(&name, force).await.map_err(db)? {
+                Change::Done(user) => user,
+                Change::LastAdmin(user) => return Err(last_admin(&user.username, "remove")),
+            };
             let n = sessions(&stores)
                 .await?
                 .delete_user(&user.id, None)
@@ -143,9 +174,21 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
                 .map_err(store_err)?;
             println!("password changed for {name}; ended {n} session(s)");
         }
-        UserCommand::SetRole { name, role, stores } => {
+        UserCommand::SetRole {
+            name,
+            role,
+            force,
+            stores,
+        } => {
             valid_role(&role).map_err(Failure::usage)?;
-            let user = users(&stores)?.set_role(&name, &role).await.map_err(db)?;
+            let user = match users(&stores)?
+                .set_role(&name, &role, force)
+                .await
+                .map_err(db)?
+            {
+                Change::Done(user) => user,
+                Change::LastAdmin(user) => return Err(last_admin(&user.username, "demote")),
+            };
             sessions(&stores)
                 .await?
                 .set_role(&user.id, &role)

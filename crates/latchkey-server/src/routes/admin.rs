@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::flash::{self, Flash};
 use crate::pages::{forbidden, render, when, AdminPage, Nav, UserRow};
+use crate::users::Change;
 
 /// A signed-in admin. Other roles get 403: the site's own page for a
 /// browser (with the usual header and a way back), JSON for scripts.
@@ -93,6 +94,15 @@ async fn refused(
     Err(ApiError::Detail(status, why))
 }
 
+/// Why the last admin stays (the CLI's `--force` can override it; the
+/// dashboard cannot, so nobody locks every admin out from a browser).
+fn last_admin(user: &crate::users::User, what: &str) -> String {
+    format!(
+        "{} is the last admin and cannot be {what}; make another user admin first.",
+        user.username
+    )
+}
+
 #[derive(Deserialize)]
 pub struct RoleBody {
     role: String,
@@ -131,7 +141,19 @@ pub async fn set_role(
         )
         .await;
     }
-    let user = app.users.set_role(&name, role).await?;
+    let user = match app.users.set_role(&name, role, false).await? {
+        Change::Done(user) => user,
+        Change::LastAdmin(user) => {
+            return refused(
+                &app,
+                &headers,
+                &admin,
+                StatusCode::CONFLICT,
+                last_admin(&user, "demoted"),
+            )
+            .await;
+        }
+    };
     app.auth.set_role(&user.id, role).await?;
     tracing::info!(target: "latchkey::audit", event = "role_changed", by = admin.username(), username = %name, role = %role);
     Ok(done(
@@ -207,11 +229,24 @@ pub async fn remove(
     Path(name): Path<String>,
     _: Input<super::logout::Empty>,
 ) -> Result<Response, ApiError> {
-    if name == admin.username() {
+    // By id, not by the name typed: `ALICE` is alice too.
+    if app.users.get(&name).await?.id == admin.user_id() {
         let why = "You cannot remove yourself; ask another admin.".to_owned();
         return refused(&app, &headers, &admin, StatusCode::CONFLICT, why).await;
     }
-    let user = app.users.remove(&name).await?;
+    let user = match app.users.remove(&name, false).await? {
+        Change::Done(user) => user,
+        Change::LastAdmin(user) => {
+            return refused(
+                &app,
+                &headers,
+                &admin,
+                StatusCode::CONFLICT,
+                last_admin(&user, "removed"),
+            )
+            .await;
+        }
+    };
     app.auth.end_user_sessions(&user.id, None).await?;
     tracing::info!(target: "latchkey::audit", event = "user_removed", by = admin.username(), username = %name);
     Ok(done(
