@@ -195,6 +195,9 @@ pub enum UserCommand {
     /// Remove a user and end all their sessions.
     Remove {
         name: String,
+        /// Remove the user even if they are the last admin.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         stores: StoreArgs,
     },
@@ -213,6 +216,9 @@ pub enum UserCommand {
     SetRole {
         name: String,
         role: String,
+        /// Demote the user even if they are the last admin.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         stores: StoreArgs,
     },

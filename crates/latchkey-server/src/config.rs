@@ -48,12 +48,22 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
     parse_secret(&text).map_err(|e| format!("secret key file {}: {e}", path.display()))
 }
 
-/// "2s", "15m", "12h", "1h 30m"; at least one second.
+/// The longest duration accepted: 366 days. Longer ones are mistakes, and
+/// huge ones (`300000000y`) overflow when added to a timestamp.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// "2s", "15m", "12h", "1h 30m"; at least one second, at most 366 days.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text.trim())
         .map_err(|e| format!("{e} (use e.g. 30s, 15m, 8h)"))?;
     if d < Duration::from_secs(1) {
         return Err("a duration must be at least 1s".into());
+    }
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {:?} is longer than the limit of 366 days (use e.g. 8h, 30d)",
+            text.trim()
+        ));
     }
     Ok(d)
 }
@@ -144,6 +154,12 @@ mod tests {
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert!(parse_duration("500ms").is_err());
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("366d").unwrap(), MAX_DURATION);
+        for long in ["367d", "2y", "300000000y", "99999999999999999999s"] {
+            let e = parse_duration(long).unwrap_err();
+            assert!(!e.contains('\n'), "{long}: {e}");
+        }
+        assert!(parse_duration("367d").unwrap_err().contains("366 days"));
     }
 
     #[test]

@@ -1,6 +1,11 @@
-//! `latchkey user ...`: manage users from the command line. Changes that
-//! end sessions act on the session store directly, so a running server
-//! sees them on the next request.
+//! `latchkey user ...`: manage users from the command line.
+//!
+//! Changes that end sessions are made in the users table first (removal, or
+//! a raised session version), which every server checks each session
+//! against, so they hold even when the session store cannot be reached
+//! from here (down, or `memory` inside the server). Then the sessions are
+//! deleted from the store too; if that fails, the command says so and
+//! still succeeds: nothing the admin did is lost.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -8,7 +13,7 @@ use latchkey::password::{PasswordHasher, PasswordPolicy};
 use latchkey::store::Store;
 
 use crate::cli::{valid_role, PolicyArgs, StoreArgs, UserCommand};
-use crate::users::{valid_username, Users};
+use crate::users::{Change, Users, UsersError};
 use crate::Failure;
 
 fn users(stores: &StoreArgs) -> Result<Users, Failure> {
@@ -16,21 +21,62 @@ fn users(stores: &StoreArgs) -> Result<Users, Failure> {
 }
 
 async fn sessions(stores: &StoreArgs) -> Result<std::sync::Arc<dyn Store>, Failure> {
-    let url = stores.sessions_url();
-    if url == "memory" {
-        eprintln!("note: --sessions memory lives inside the server process; this command cannot end sessions there (they end when the server restarts)");
-    }
-    latchkey::store::open(url)
+    latchkey::store::open(stores.sessions_url())
         .await
         .map_err(|e| Failure::runtime(e.to_string()))
+}
+
+/// What the session store is told after the users table has the change.
+enum StoreChange<'a> {
+    /// End every session of this user id.
+    EndAll(&'a str),
+    /// Set the role carried by this user's sessions.
+    SetRole(&'a str, &'a str),
+}
+
+/// Applies `change` to the session store and says how it went: "ended N
+/// session(s)" or why the store was not changed (servers refuse the old
+/// sessions anyway: they check each one against the users table).
+async fn in_store(stores: &StoreArgs, change: StoreChange<'_>) -> String {
+    if stores.sessions_url() == "memory" {
+        return "its sessions in the server's memory store end on their next request".into();
+    }
+    let result = match sessions(stores).await {
+        Ok(store) => match change {
+            StoreChange::EndAll(id) => store.delete_user(id, None).await,
+            StoreChange::SetRole(id, role) => store.set_role(id, role).await.map(|()| 0),
+        }
+        .map_err(|e| e.to_string()),
+        Err(e) => Err(e.message),
+    };
+    match result {
+        Ok(n) => format!("ended {n} session(s)"),
+        Err(e) => {
+            eprintln!("warning: {e}; the change is in the users table, so servers refuse the old sessions anyway, and they are swept when they expire");
+            "the session store could not be reached (see the warning)".into()
+        }
+    }
 }
 
 fn db(e: crate::users::UsersError) -> Failure {
     Failure::runtime(e.to_string())
 }
 
-fn store_err(e: latchkey::store::StoreError) -> Failure {
-    Failure::runtime(e.to_string())
+fn exists(name: &str, taken_by: &str) -> Failure {
+    let same = if name == taken_by {
+        String::new()
+    } else {
+        format!(" as {taken_by:?} (names are compared ignoring case and width)")
+    };
+    Failure::runtime(format!(
+        "user {name:?} already exists{same}; use set-password or set-role"
+    ))
+}
+
+fn last_admin(name: &str, what: &str) -> Failure {
+    Failure::runtime(format!(
+        "{name:?} is the last admin; make another user admin first, or pass --force to {what} them anyway"
+    ))
 }
 
 /// One line from standard input (the line ending removed, nothing else),
@@ -84,16 +130,23 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
             stores,
             policy,
         } => {
-            valid_username(&name).map_err(Failure::usage)?;
+            // A refused name is a refusal (exit 1), like a taken one: the
+            // command line was well formed.
+            let name = latchkey::username::normalize(&name)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
             valid_role(&role).map_err(Failure::usage)?;
             let users = users(&stores)?;
-            if users.find(&name).await.map_err(db)?.is_some() {
-                return Err(Failure::runtime(format!(
-                    "user {name:?} already exists; use set-password or set-role"
-                )));
+            // Asked first so nobody types a password for nothing; `add`
+            // refuses a clash again, race-free.
+            if let Some(other) = users.find(&name).await.map_err(db)? {
+                return Err(exists(&name, &other.username));
             }
             let hash = new_hash(&name, password_stdin, &policy).await?;
-            users.add(&name, &hash, &role).await.map_err(db)?;
+            match users.add(&name, &hash, &role).await {
+                Ok(_) => {}
+                Err(UsersError::Exists(_)) => return Err(exists(&name, &name)),
+                Err(e) => return Err(db(e)),
+            }
             println!("added user {name} with role {role}");
         }
         UserCommand::List { stores } => {
@@ -117,14 +170,17 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
             }
             println!("{} user(s)", list.len());
         }
-        UserCommand::Remove { name, stores } => {
-            let user = users(&stores)?.remove(&name).await.map_err(db)?;
-            let n = sessions(&stores)
-                .await?
-                .delete_user(&user.id, None)
-                .await
-                .map_err(store_err)?;
-            println!("removed user {name}; ended {n} session(s)");
+        UserCommand::Remove {
+            name,
+            force,
+            stores,
+        } => {
+            let user = match users(&stores)?.remove(&name, force).await.map_err(db)? {
+                Change::Done(user) => user,
+                Change::LastAdmin(user) => return Err(last_admin(&user.username, "remove")),
+            };
+            let how = in_store(&stores, StoreChange::EndAll(&user.id)).await;
+            println!("removed user {name}; {how}");
         }
         UserCommand::SetPassword {
             name,
@@ -136,31 +192,35 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
             let user = users.get(&name).await.map_err(db)?;
             let hash = new_hash(&name, password_stdin, &policy).await?;
             users.set_hash(&name, &hash).await.map_err(db)?;
-            let n = sessions(&stores)
-                .await?
-                .delete_user(&user.id, None)
-                .await
-                .map_err(store_err)?;
-            println!("password changed for {name}; ended {n} session(s)");
+            let how = in_store(&stores, StoreChange::EndAll(&user.id)).await;
+            println!("password changed for {name}; {how}");
         }
-        UserCommand::SetRole { name, role, stores } => {
+        UserCommand::SetRole {
+            name,
+            role,
+            force,
+            stores,
+        } => {
             valid_role(&role).map_err(Failure::usage)?;
-            let user = users(&stores)?.set_role(&name, &role).await.map_err(db)?;
-            sessions(&stores)
-                .await?
-                .set_role(&user.id, &role)
+            let user = match users(&stores)?
+                .set_role(&name, &role, force)
                 .await
-                .map_err(store_err)?;
-            println!("{name} now has role {role}");
+                .map_err(db)?
+            {
+                Change::Done(user) => user,
+                Change::LastAdmin(user) => return Err(last_admin(&user.username, "demote")),
+            };
+            // Servers read the role from the users table; the store's copy
+            // is updated too so that it never disagrees for long.
+            in_store(&stores, StoreChange::SetRole(&user.id, &role)).await;
+            println!("{name} now has role {}", user.role);
         }
         UserCommand::EndSessions { name, stores } => {
-            let user = users(&stores)?.get(&name).await.map_err(db)?;
-            let n = sessions(&stores)
-                .await?
-                .delete_user(&user.id, None)
-                .await
-                .map_err(store_err)?;
-            println!("ended {n} session(s) of {name}");
+            let users = users(&stores)?;
+            let user = users.get(&name).await.map_err(db)?;
+            users.bump_session_version(&user.id).await.map_err(db)?;
+            let how = in_store(&stores, StoreChange::EndAll(&user.id)).await;
+            println!("signed {name} out everywhere; {how}");
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use latchkey::session::now_ms;
 use latchkey::user::{AuthUser, BackendError, UserBackend};
+use latchkey::username::{fold, normalize, UsernameError};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use tokio::sync::OnceCell;
@@ -18,10 +19,31 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS latchkey_users (
     session_version BIGINT NOT NULL DEFAULT 0
 )";
 
-/// Added in 0.2; a table made by 0.1 lacks it. (SQLite has no
-/// `ADD COLUMN IF NOT EXISTS`: its "duplicate column" error means done.)
-const ADD_SESSION_VERSION: &str =
-    "ALTER TABLE latchkey_users ADD COLUMN session_version BIGINT NOT NULL DEFAULT 0";
+/// Changes to the table since [`SCHEMA`], applied in order at start-up
+/// (inside the schema transaction). Each step is idempotent, so a database
+/// of any age ends up the same, and a new column is one more line here.
+const MIGRATIONS: &[Step] = &[
+    // The comparison key (`latchkey::username::fold`): one account per name
+    // whatever its case or width. NULL only for rows that predate it and
+    // share a key with an older row (see `fill_username_keys`).
+    Step::AddColumn("username_key", "TEXT"),
+    Step::Sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS latchkey_users_username_key \
+         ON latchkey_users (username_key)",
+    ),
+    Step::FillUsernameKeys,
+    // Raised whenever all the user's sessions must end; sessions carry it.
+    Step::AddColumn("session_version", "BIGINT NOT NULL DEFAULT 0"),
+];
+
+enum Step {
+    /// `ALTER TABLE latchkey_users ADD COLUMN name type`, unless it is there.
+    AddColumn(&'static str, &'static str),
+    /// A statement that is idempotent by itself (`IF NOT EXISTS`).
+    Sql(&'static str),
+    /// Keys for rows that have none: the fold is Unicode work done in Rust.
+    FillUsernameKeys,
+}
 
 /// One row of the users table.
 #[derive(Clone, Debug)]
@@ -52,6 +74,16 @@ impl AuthUser for User {
     fn session_version(&self) -> u64 {
         self.session_version.max(0) as u64
     }
+}
+
+/// What a role change or removal did. The last admin is refused as an
+/// outcome, not an error, so every caller must say what to answer.
+#[derive(Debug)]
+#[must_use]
+pub enum Change {
+    Done(User),
+    /// Nothing changed: the user is the only admin.
+    LastAdmin(User),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,22 +122,34 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     })
 }
 
-/// Usernames: 1 to 64 characters of letters, digits and `._@-`, starting
-/// with a letter or digit, so they are safe in logs, pages and URL paths
-/// (a name like `..` would be a path segment browsers rewrite).
-pub fn valid_username(name: &str) -> Result<(), String> {
-    let ok = name.chars().next().is_some_and(char::is_alphanumeric)
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || "._@-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid username {name:?}: use 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
-        ))
+/// Gives each row without a key its fold, oldest first. A row whose key an
+/// older row already holds keeps none (two such names could be created
+/// before keys existed) and is logged: it still signs in by its exact name.
+async fn fill_username_keys(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, username FROM latchkey_users WHERE username_key IS NULL \
+         ORDER BY created_at, id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let username: String = row.try_get("username")?;
+        let key = fold(&username);
+        let done = sqlx::query(
+            "UPDATE latchkey_users SET username_key = $1 WHERE id = $2 \
+             AND NOT EXISTS (SELECT 1 FROM latchkey_users WHERE username_key = $1)",
+        )
+        .bind(&key)
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            let short: String = username.chars().take(64).collect();
+            tracing::warn!(username = %short, "another user has the same name but for case or width; this one signs in only by its exact name until one of them is removed");
+        }
     }
+    Ok(())
 }
 
 impl Users {
@@ -172,19 +216,52 @@ impl Users {
                         .await?;
                 }
                 sqlx::query(SCHEMA).execute(&mut *tx).await?;
-                if self.postgres {
-                    let ddl = ADD_SESSION_VERSION.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS");
-                    sqlx::query(&ddl).execute(&mut *tx).await?;
-                } else if let Err(e) = sqlx::query(ADD_SESSION_VERSION).execute(&mut *tx).await {
-                    if !e.to_string().contains("duplicate column") {
-                        return Err(e);
-                    }
+                for step in MIGRATIONS {
+                    self.migrate(&mut tx, step).await?;
                 }
                 tx.commit().await
             })
             .await
             .map_err(self.db())?;
         Ok(&self.pool)
+    }
+
+    async fn migrate(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        step: &Step,
+    ) -> Result<(), sqlx::Error> {
+        match step {
+            Step::AddColumn(name, kind) => {
+                let exists: i64 = if self.postgres {
+                    sqlx::query(
+                        "SELECT COUNT(*) AS n FROM information_schema.columns \
+                         WHERE table_schema = current_schema() \
+                         AND table_name = 'latchkey_users' AND column_name = $1",
+                    )
+                } else {
+                    sqlx::query(
+                        "SELECT COUNT(*) AS n FROM pragma_table_info('latchkey_users') WHERE name = $1",
+                    )
+                }
+                .bind(*name)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("n")?;
+                if exists == 0 {
+                    sqlx::query(&format!(
+                        "ALTER TABLE latchkey_users ADD COLUMN {name} {kind}"
+                    ))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+            Step::Sql(sql) => {
+                sqlx::query(sql).execute(&mut **tx).await?;
+            }
+            Step::FillUsernameKeys => fill_username_keys(tx).await?,
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<(), UsersError> {
@@ -199,14 +276,31 @@ impl Users {
         .await
     }
 
+    /// The user `username` names, as a client typed it: compared by its
+    /// folded form, so `ALICE` and fullwidth `ａｌｉｃｅ` find `alice`. A name
+    /// too long (or empty) to be anyone's is `None` without asking the
+    /// database, so login answers it like any unknown name (401). A name
+    /// the rules now refuse matches only a row stored under exactly that
+    /// name (created before the rules).
     pub async fn find(&self, username: &str) -> Result<Option<User>, UsersError> {
+        let key = match normalize(username) {
+            Ok(name) => Some(fold(&name)),
+            Err(UsernameError::TooLong(_) | UsernameError::Empty) => return Ok(None),
+            Err(_) => None,
+        };
         self.bounded(async {
             let pool = self.pool().await?;
-            let row = sqlx::query("SELECT * FROM latchkey_users WHERE username = $1")
-                .bind(username)
-                .fetch_optional(pool)
-                .await
-                .map_err(self.db())?;
+            // The exact stored name wins: a row left without a key (it
+            // shared one with an older row) stays reachable by its name.
+            let row = sqlx::query(
+                "SELECT * FROM latchkey_users WHERE username = $1 OR username_key = $2 \
+                 ORDER BY CASE WHEN username = $1 THEN 0 ELSE 1 END LIMIT 1",
+            )
+            .bind(username)
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+            .map_err(self.db())?;
             row.as_ref()
                 .map(user_from_row)
                 .transpose()
@@ -248,24 +342,32 @@ impl Users {
         .await
     }
 
-    pub async fn add(&self, username: &str, hash: &str, role: &str) -> Result<User, UsersError> {
+    /// Adds a user. `name` is the display form `normalize` returned (the
+    /// caller reports a refused name its own way); a name whose folded
+    /// form is taken is refused.
+    pub async fn add(&self, name: &str, hash: &str, role: &str) -> Result<User, UsersError> {
+        let key = fold(name);
         self.bounded(async {
             let pool = self.pool().await?;
             let user = User {
                 id: hex::encode(rand::random::<[u8; 16]>()),
-                username: username.to_owned(),
+                username: name.to_owned(),
                 password_hash: hash.to_owned(),
                 role: role.to_owned(),
                 created_at: now_ms(),
                 last_login_at: None,
                 session_version: 0,
             };
+            // No conflict target: a clash on the name or on its key is
+            // the same "taken".
             let done = sqlx::query(
-                "INSERT INTO latchkey_users (id, username, password_hash, role, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING",
+                "INSERT INTO latchkey_users \
+                 (id, username, username_key, password_hash, role, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
             .bind(&user.id)
             .bind(&user.username)
+            .bind(&key)
             .bind(&user.password_hash)
             .bind(&user.role)
             .bind(user.created_at)
@@ -273,60 +375,115 @@ impl Users {
             .await
             .map_err(self.db())?;
             if done.rows_affected() == 0 {
-                return Err(UsersError::Exists(username.to_owned()));
+                return Err(UsersError::Exists(user.username));
             }
             Ok(user)
         })
         .await
     }
 
-    async fn update(&self, sql: &str, username: &str, value: &str) -> Result<User, UsersError> {
-        self.bounded(async {
-            let user = self.get(username).await?;
-            let pool = self.pool().await?;
-            sqlx::query(sql)
-                .bind(&user.id)
-                .bind(value)
-                .execute(pool)
+    /// Runs one statement that changes the row `user` (bound as `$1`, then
+    /// `extra`) and says whether it changed it. On PostgreSQL it takes the
+    /// admins lock first: the last-admin condition inside the statement
+    /// then reads a count no concurrent demotion or removal is changing
+    /// (SQLite runs one writer at a time anyway).
+    async fn change(
+        &self,
+        sql: &str,
+        user: &User,
+        extra: Option<&str>,
+    ) -> Result<bool, UsersError> {
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(self.db())?;
+        if self.postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7261837203)")
+                .execute(&mut *tx)
                 .await
                 .map_err(self.db())?;
-            Ok(user)
+        }
+        let mut query = sqlx::query(sql).bind(&user.id);
+        if let Some(extra) = extra {
+            query = query.bind(extra);
+        }
+        let done = query.execute(&mut *tx).await.map_err(self.db())?;
+        tx.commit().await.map_err(self.db())?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Gives `username` a new role. Demoting the last admin is refused
+    /// ([`Change::LastAdmin`]) unless `force`; the check is part of the
+    /// UPDATE itself, so two admins demoting each other cannot both win.
+    pub async fn set_role(
+        &self,
+        username: &str,
+        role: &str,
+        force: bool,
+    ) -> Result<Change, UsersError> {
+        self.bounded(async {
+            let user = self.get(username).await?;
+            let sql = if force {
+                "UPDATE latchkey_users SET role = $2 WHERE id = $1"
+            } else {
+                "UPDATE latchkey_users SET role = $2 WHERE id = $1 AND \
+                 ($2 = 'admin' OR role <> 'admin' OR \
+                  (SELECT COUNT(*) FROM latchkey_users WHERE role = 'admin') > 1)"
+            };
+            if self.change(sql, &user, Some(role)).await? {
+                Ok(Change::Done(user))
+            } else {
+                self.refused(user).await
+            }
         })
         .await
     }
 
-    pub async fn set_role(&self, username: &str, role: &str) -> Result<User, UsersError> {
-        self.update(
-            "UPDATE latchkey_users SET role = $2 WHERE id = $1",
-            username,
-            role,
-        )
-        .await
+    /// Why a change to an existing row changed nothing: it was the last
+    /// admin, or it has gone since it was read.
+    async fn refused(&self, user: User) -> Result<Change, UsersError> {
+        match self.find(&user.username).await? {
+            Some(now) if now.id == user.id && now.role == "admin" => Ok(Change::LastAdmin(now)),
+            _ => Err(UsersError::NotFound(user.username)),
+        }
     }
 
     /// A new password from an admin or the CLI: also raises the session
     /// version, so every session of the user ends even if the session
     /// store cannot be reached.
     pub async fn set_hash(&self, username: &str, hash: &str) -> Result<User, UsersError> {
-        self.update(
-            "UPDATE latchkey_users SET password_hash = $2, \
-             session_version = session_version + 1 WHERE id = $1",
-            username,
-            hash,
-        )
-        .await
-    }
-
-    pub async fn remove(&self, username: &str) -> Result<User, UsersError> {
         self.bounded(async {
             let user = self.get(username).await?;
             let pool = self.pool().await?;
-            sqlx::query("DELETE FROM latchkey_users WHERE id = $1")
-                .bind(&user.id)
-                .execute(pool)
-                .await
-                .map_err(self.db())?;
+            sqlx::query(
+                "UPDATE latchkey_users SET password_hash = $2, \
+                 session_version = session_version + 1 WHERE id = $1",
+            )
+            .bind(&user.id)
+            .bind(hash)
+            .execute(pool)
+            .await
+            .map_err(self.db())?;
             Ok(user)
+        })
+        .await
+    }
+
+    /// Removes `username`. Removing the last admin is refused
+    /// ([`Change::LastAdmin`]) unless `force`, in the DELETE itself.
+    pub async fn remove(&self, username: &str, force: bool) -> Result<Change, UsersError> {
+        self.bounded(async {
+            let user = self.get(username).await?;
+            let sql = if force {
+                "DELETE FROM latchkey_users WHERE id = $1"
+            } else {
+                "DELETE FROM latchkey_users WHERE id = $1 AND \
+                 (role <> 'admin' OR \
+                  (SELECT COUNT(*) FROM latchkey_users WHERE role = 'admin') > 1)"
+            };
+            if self.change(sql, &user, None).await? {
+                Ok(Change::Done(user))
+            } else {
+                self.refused(user).await
+            }
         })
         .await
     }
@@ -414,25 +571,119 @@ impl UserBackend for Users {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_username;
+    use super::*;
 
-    #[test]
-    fn usernames_are_safe_in_paths_and_logs() {
-        for ok in ["alice", "a.b-c_d@example.com", "Zoë", "x"] {
-            assert!(valid_username(ok).is_ok(), "{ok}");
+    fn temp_db(tag: &str) -> (String, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "latchkey-users-{tag}-{}-{}.db",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 4]>())
+        ));
+        (format!("sqlite://{}", path.display()), path)
+    }
+
+    #[tokio::test]
+    async fn an_old_table_gets_keys_and_keeps_both_clashing_names() {
+        let (url, path) = temp_db("migrate");
+        {
+            // The table as it was before keys, with two names that now fold alike.
+            let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+                .await
+                .unwrap();
+            sqlx::query(SCHEMA).execute(&pool).await.unwrap();
+            for (id, name, at) in [("1", "alice", 1), ("2", "Alice", 2), ("3", "Bob", 3)] {
+                sqlx::query("INSERT INTO latchkey_users VALUES ($1, $2, 'h', 'user', $3, NULL)")
+                    .bind(id)
+                    .bind(name)
+                    .bind(at)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
         }
-        for bad in [
+        for _ in 0..2 {
+            // Twice: the steps are idempotent.
+            let users = Users::open(&url).unwrap();
+            assert_eq!(users.find("ALICE").await.unwrap().unwrap().id, "1");
+            assert_eq!(users.find("ａｌｉｃｅ").await.unwrap().unwrap().id, "1");
+            assert_eq!(users.find("Alice").await.unwrap().unwrap().id, "2");
+            assert_eq!(users.find("bob").await.unwrap().unwrap().username, "Bob");
+            assert!(matches!(
+                users.add("BOB", "h", "user").await,
+                Err(UsersError::Exists(_))
+            ));
+            assert_eq!(users.count().await.unwrap(), 3);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn the_last_admin_stays_unless_forced() {
+        let (url, path) = temp_db("admin");
+        let users = Users::open(&url).unwrap();
+        users.add("root", "h", "admin").await.unwrap();
+        users.add("Ann", "h", "user").await.unwrap();
+        assert!(matches!(
+            users.set_role("ROOT", "user", false).await.unwrap(),
+            Change::LastAdmin(_)
+        ));
+        assert!(matches!(
+            users.remove("root", false).await.unwrap(),
+            Change::LastAdmin(_)
+        ));
+        assert!(matches!(
+            users.set_role("root", "admin", false).await.unwrap(),
+            Change::Done(_)
+        ));
+        // With a second admin, either may go.
+        assert!(matches!(
+            users.set_role("ann", "admin", false).await.unwrap(),
+            Change::Done(_)
+        ));
+        assert!(matches!(
+            users.set_role("root", "user", false).await.unwrap(),
+            Change::Done(_)
+        ));
+        assert!(matches!(
+            users.remove("ANN", false).await.unwrap(),
+            Change::LastAdmin(_)
+        ));
+        assert!(matches!(
+            users.remove("ann", true).await.unwrap(),
+            Change::Done(_)
+        ));
+        assert!(users.find("ann").await.unwrap().is_none());
+        assert!(matches!(
+            users.remove("ann", false).await,
+            Err(UsersError::NotFound(_))
+        ));
+        assert!(matches!(
+            users.set_role("root", "admin", false).await.unwrap(),
+            Change::Done(_)
+        ));
+        assert!(matches!(
+            users.set_role("root", "user", true).await.unwrap(),
+            Change::Done(_)
+        ));
+        assert_eq!(users.get("root").await.unwrap().role, "user");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn names_that_cannot_be_anyones_find_nobody() {
+        let (url, path) = temp_db("find");
+        let users = Users::open(&url).unwrap();
+        users.add("alice", "h", "user").await.unwrap();
+        for name in [
             "",
-            ".",
-            "..",
-            ".alice",
-            "-x",
-            "a b",
-            "a/b",
-            "a\nb",
             &"a".repeat(65),
+            &"a".repeat(10_000),
+            "\u{430}lice",
+            ".alice",
         ] {
-            assert!(valid_username(bad).is_err(), "{bad:?}");
+            assert!(users.find(name).await.unwrap().is_none(), "{name:?}");
         }
+        let _ = std::fs::remove_file(&path);
     }
 }

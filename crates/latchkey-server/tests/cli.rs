@@ -150,6 +150,25 @@ fn user_add_list_duplicates_and_weak_passwords() {
         err.contains("alice") && err.contains("already exists"),
         "{err}"
     );
+    // The same name in another case or width is the same account (exit 1).
+    for same in ["Alice", "ＡＬＩＣＥ"] {
+        let out = cli(&db, None, &["add", same, "--password-stdin"], Some(&pw));
+        assert_eq!(out.status.code(), Some(1), "{same}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("already exists"), "{same}: {err}");
+    }
+    // A name mixing scripts (Cyrillic "а") is refused with the reason.
+    let out = cli(
+        &db,
+        None,
+        &["add", "\u{430}lice", "--password-stdin"],
+        Some(&pw),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Cyrillic"),
+        "{out:?}"
+    );
 
     // Weak passwords: refused with the reason; no user made.
     for (name, weak, why) in [
@@ -291,6 +310,18 @@ fn usage_errors_exit_2_and_name_the_problem() {
             serve(&["--idle-timeout", "soon"]),
             secret_env.to_vec(),
             vec!["--idle-timeout", "soon"],
+        ),
+        (
+            "duration over 366 days",
+            serve(&["--absolute-timeout", "367d"]),
+            secret_env.to_vec(),
+            vec!["--absolute-timeout", "366 days"],
+        ),
+        (
+            "duration that overflowed",
+            serve(&["--absolute-timeout", "300000000y"]),
+            secret_env.to_vec(),
+            vec!["--absolute-timeout"],
         ),
         (
             "zero absolute timeout",

@@ -226,7 +226,8 @@ async fn cli_role_change_seen_on_both(p: Pair) {
             assert_eq!(get_json(s, "/admin", cookie).await.0, 200);
         }
     }
-    p.cli_ok(&["set-role", "alice", "user"]);
+    // alice is the only admin: demoting her needs --force.
+    p.cli_ok(&["set-role", "alice", "user", "--force"]);
     for s in [&p.a, &p.b] {
         assert_eq!(get_json(s, "/admin", &on_b).await.0, 403, "{}", s.addr);
     }

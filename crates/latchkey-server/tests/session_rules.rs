@@ -281,7 +281,8 @@ async fn role_change_takes_effect_on_the_next_request() {
     );
     assert_eq!(get_json(&s, "/profile", &bob).await.1["role"], "admin");
 
-    let out = s.cli(&["set-role", "bob", "user"], None);
+    // bob is the only admin: demoting him needs --force.
+    let out = s.cli(&["set-role", "bob", "user", "--force"], None);
     assert!(out.status.success(), "{:?}", out);
     assert_eq!(
         get_json(&s, "/admin", &bob).await,

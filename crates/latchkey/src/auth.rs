@@ -30,6 +30,18 @@ fn clip(name: &str) -> &str {
         .map_or(name, |(i, _)| &name[..i])
 }
 
+/// The name attempts are counted under: the same for every spelling that
+/// signs in to one account (`ALICE`, fullwidth `ａｌｉｃｅ`), so case variants
+/// cannot stretch the limits. Names far too long to be anyone's are counted
+/// as sent, without Unicode work on hostile input (they are hashed anyway).
+fn throttle_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() > 4 * 1024 {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(crate::username::fold(name))
+    }
+}
+
 /// Settings; start from [`Config::new`] and change what you need.
 #[derive(Clone)]
 pub struct Config {
@@ -381,7 +393,7 @@ impl Latchkey {
         let slot = self.0.hasher.slot()?;
         let throttle = &self.0.throttle;
         let attempt = match throttle
-            .reserve(username, &meta.ip)
+            .reserve(&throttle_name(username), &meta.ip)
             .await
             .map_err(Error::from)?
         {
@@ -557,7 +569,7 @@ impl Latchkey {
         // Counted before verifying, like sign-ins: a stolen session cannot
         // be used to guess the password faster than the sign-in form allows.
         let Ok(attempt) = throttle
-            .reserve(&current.username, &meta.ip)
+            .reserve(&throttle_name(&current.username), &meta.ip)
             .await
             .map_err(Error::from)?
         else {

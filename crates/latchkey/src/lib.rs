@@ -38,6 +38,7 @@ pub mod store;
 pub mod throttle;
 pub mod user;
 mod user_check;
+pub mod username;
 
 pub use auth::{Config, Latchkey, LoginSuccess};
 pub use client::RequestMeta;

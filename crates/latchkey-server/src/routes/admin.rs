@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::flash::{self, Flash};
 use crate::pages::{forbidden, render, when, AdminPage, Nav, UserRow};
+use crate::users::Change;
 
 /// A signed-in admin. Other roles get 403: the site's own page for a
 /// browser (with the usual header and a way back), JSON for scripts.
@@ -93,6 +94,15 @@ async fn refused(
     Err(ApiError::Detail(status, why))
 }
 
+/// Why the last admin stays (the CLI's `--force` can override it; the
+/// dashboard cannot, so nobody locks every admin out from a browser).
+fn last_admin(user: &crate::users::User, what: &str) -> String {
+    format!(
+        "{} is the last admin and cannot be {what}; make another user admin first.",
+        user.username
+    )
+}
+
 #[derive(Deserialize)]
 pub struct RoleBody {
     role: String,
@@ -131,7 +141,19 @@ pub async fn set_role(
         )
         .await;
     }
-    let user = app.users.set_role(&name, role).await?;
+    let user = match app.users.set_role(&name, role, false).await? {
+        Change::Done(user) => user,
+        Change::LastAdmin(user) => {
+            return refused(
+                &app,
+                &headers,
+                &admin,
+                StatusCode::CONFLICT,
+                last_admin(&user, "demoted"),
+            )
+            .await;
+        }
+    };
     app.auth.set_role(&user.id, role).await?;
     tracing::info!(target: "latchkey::audit", event = "role_changed", by = admin.username(), username = %name, role = %role);
     Ok(done(
@@ -170,7 +192,7 @@ pub async fn reset_password(
     }
     let hash = app.auth.hasher().hash(&body.new_password).await?;
     app.users.set_hash(&name, &hash).await?;
-    let n = app.auth.end_user_sessions(&user.id, None).await?;
+    let n = end_all(&app, &user.id).await?;
     app.metrics.sessions_revoked.inc_by(n);
     tracing::info!(target: "latchkey::audit", event = "password_reset", by = admin.username(), username = %name, sessions_ended = n);
     Ok(done(
@@ -179,6 +201,21 @@ pub async fn reset_password(
         format!("Password of {name} reset; ended {n} sessions."),
         Flash::PasswordReset,
     ))
+}
+
+/// Ends every session of a user whose change is already in the users table
+/// (removed, or a new password: both refuse the old sessions on their next
+/// request). A session store that cannot be reached now is logged, not an
+/// error: the admin's change has happened and must not look as if it failed.
+async fn end_all(app: &AppState, user_id: &str) -> Result<u64, ApiError> {
+    match app.auth.end_user_sessions(user_id, None).await {
+        Ok(n) => Ok(n),
+        Err(latchkey::Error::Store(e)) => {
+            tracing::warn!(error = %e, "sessions not deleted from the store; they are refused anyway and swept when they expire");
+            Ok(0)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn end_sessions(
@@ -207,12 +244,25 @@ pub async fn remove(
     Path(name): Path<String>,
     _: Input<super::logout::Empty>,
 ) -> Result<Response, ApiError> {
-    if name == admin.username() {
+    // By id, not by the name typed: `ALICE` is alice too.
+    if app.users.get(&name).await?.id == admin.user_id() {
         let why = "You cannot remove yourself; ask another admin.".to_owned();
         return refused(&app, &headers, &admin, StatusCode::CONFLICT, why).await;
     }
-    let user = app.users.remove(&name).await?;
-    app.auth.end_user_sessions(&user.id, None).await?;
+    let user = match app.users.remove(&name, false).await? {
+        Change::Done(user) => user,
+        Change::LastAdmin(user) => {
+            return refused(
+                &app,
+                &headers,
+                &admin,
+                StatusCode::CONFLICT,
+                last_admin(&user, "removed"),
+            )
+            .await;
+        }
+    };
+    end_all(&app, &user.id).await?;
     tracing::info!(target: "latchkey::audit", event = "user_removed", by = admin.username(), username = %name);
     Ok(done(
         &app,

@@ -104,27 +104,38 @@ pub async fn post(
     if !code_valid(&app, Some(&body.code)).await? {
         return Ok(not_found(&headers));
     }
-    let refused = crate::users::valid_username(&body.username)
-        .and_then(|()| app.auth.policy().check(&body.username, &body.password));
-    if let Err(why) = refused {
-        if wants_html(&headers) {
-            return Ok(form(
-                &app,
-                &headers,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                body.code,
-                body.username,
-                Some(why),
-            ));
+    let refused = latchkey::username::normalize(&body.username)
+        .map_err(|e| e.to_string())
+        .and_then(|name| {
+            app.auth.policy().check(&name, &body.password)?;
+            Ok(name)
+        });
+    let name = match refused {
+        Ok(name) => name,
+        Err(why) => {
+            if wants_html(&headers) {
+                return Ok(form(
+                    &app,
+                    &headers,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    body.code,
+                    body.username,
+                    Some(why),
+                ));
+            }
+            return Ok(detail(StatusCode::UNPROCESSABLE_ENTITY, &why));
         }
-        return Ok(detail(StatusCode::UNPROCESSABLE_ENTITY, &why));
-    }
+    };
     let hash = app.auth.hasher().hash(&body.password).await?;
-    app.users.add(&body.username, &hash, "admin").await?;
+    app.users.add(&name, &hash, "admin").await?;
     *app.setup_code.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    tracing::info!(target: "latchkey::audit", event = "first_admin_created", username = %body.username);
+    tracing::info!(target: "latchkey::audit", event = "first_admin_created", username = %name);
     if wants_html(&headers) {
         return Ok(flash::set(&app, see_other("/login"), Flash::AdminCreated));
     }
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "message": format!("Admin {} created. Sign in at /login.", body.username) }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "message": format!("Admin {name} created. Sign in at /login.") })),
+    )
+        .into_response())
 }

@@ -86,35 +86,49 @@ pub async fn post(
             detail(status, &why)
         }
     };
-    let refused = crate::users::valid_username(&body.username)
-        .and_then(|()| app.auth.policy().check(&body.username, &body.password));
-    if let Err(why) = refused {
-        return Ok(refuse(StatusCode::UNPROCESSABLE_ENTITY, why, body.username));
+    // Every attempt counts, a refused or taken name too: sign-up must not
+    // become a free way to probe names or to spend Argon2 time.
+    if let Some(wait) = app.auth.signup_attempt(&meta).await? {
+        let secs = wait.as_secs().max(1);
+        let why = format!(
+            "Too many sign-up attempts. Try again in {}.",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        );
+        let mut res = refuse(StatusCode::TOO_MANY_REQUESTS, why, body.username);
+        res.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+        return Ok(res);
     }
-    let hash = app.auth.hasher().hash(&body.password).await?;
-    match app.users.add(&body.username, &hash, "user").await {
-        Ok(_) => {}
-        Err(UsersError::Exists(_)) => {
+    let name = match latchkey::username::normalize(&body.username) {
+        Ok(name) => name,
+        Err(why) => {
             return Ok(refuse(
-                StatusCode::CONFLICT,
-                "That username is taken; choose another.".into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                why.to_string(),
                 body.username,
             ))
         }
+    };
+    if let Err(why) = app.auth.policy().check(&name, &body.password) {
+        return Ok(refuse(StatusCode::UNPROCESSABLE_ENTITY, why, body.username));
+    }
+    let hash = app.auth.hasher().hash(&body.password).await?;
+    match app.users.add(&name, &hash, "user").await {
+        Ok(_) => {}
+        Err(UsersError::Exists(_)) => return Ok(refuse(
+            StatusCode::CONFLICT,
+            "That username is taken (names are compared ignoring case and width); choose another."
+                .into(),
+            body.username,
+        )),
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(target: "latchkey::audit", event = "signed_up", username = %body.username, ip = %meta.ip);
+    tracing::info!(target: "latchkey::audit", event = "signed_up", username = %name, ip = %meta.ip);
     // Sign the new user in, as a sign-in would (a fresh token, no fixation).
     let previous = app.auth.cookies().token(&headers);
     let signed_in = app
         .auth
-        .login(
-            &app.users,
-            &body.username,
-            &body.password,
-            &meta,
-            previous.as_ref(),
-        )
+        .login(&app.users, &name, &body.password, &meta, previous.as_ref())
         .await;
     let done = match signed_in {
         Ok(done) => {
@@ -133,7 +147,7 @@ pub async fn post(
         (true, None) => flash::set(&app, see_other("/login"), Flash::SignedUpSignIn),
         (false, _) => (
             StatusCode::CREATED,
-            Json(serde_json::json!({ "message": format!("Account {} created.", body.username) })),
+            Json(serde_json::json!({ "message": format!("Account {name} created.") })),
         )
             .into_response(),
     };

@@ -446,3 +446,21 @@ impl Server {
         }
     }
 }
+
+/// POSTs JSON to `path` (with `cookie` when given); returns (status, body
+/// JSON or Null).
+pub async fn post_json(
+    s: &Server,
+    path: &str,
+    cookie: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut req = client().post(s.url(path)).json(&body);
+    if let Some(cookie) = cookie {
+        req = req.header("cookie", cookie);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
