@@ -1,7 +1,7 @@
 //! The command line: `latchkey serve` and `latchkey user ...`.
 //! Every option also reads an environment variable; the flag wins.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -93,14 +93,22 @@ pub struct ServeArgs {
     pub absolute_timeout: Duration,
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Proxies whose X-Forwarded-For names the client (comma-separated IPs).
+    /// Proxies whose X-Forwarded-For names the client: comma-separated addresses and CIDR ranges (e.g. 10.0.0.0/8,fd00::/8,127.0.0.1).
     #[arg(
         long,
         env = "LATCHKEY_TRUSTED_PROXIES",
         value_delimiter = ',',
-        value_name = "IP,..."
+        value_name = "IP|CIDR,...",
+        // A bare address is a one-address range (/32 or /128).
+        value_parser = |s: &str| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .map(|n| n.trunc())
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| "expected an IP address or a CIDR range, e.g. 127.0.0.1, ::1 or 10.0.0.0/8")
+        }
     )]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Origins besides this server's own allowed to POST (comma-separated, e.g. https://app.example.com).
     #[arg(
         long,

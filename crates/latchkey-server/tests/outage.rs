@@ -197,8 +197,8 @@ async fn redis_outage_fails_closed_and_recovers() {
         assert_503(&format!("POST /login #{round}"), &r);
         let r = timed(c.get(s.url("/readyz"))).await;
         assert_503(&format!("GET /readyz #{round}"), &r);
-        let why = r.1["detail"].as_str().unwrap();
-        assert!(why.contains(&format!("redis 127.0.0.1:{port}")), "{why}");
+        // Which store, never where (see readyz_names_the_store_and_nothing_else).
+        assert_eq!(r.1, json!({"detail": "session store unavailable"}));
         let (st, _, took) = timed(c.get(s.url("/healthz"))).await;
         assert_eq!(st, 200, "/healthz during the outage");
         assert!(took < FAIL_FAST, "/healthz took {took:?}");
@@ -558,4 +558,114 @@ async fn postgres_users_table_locked_fails_closed() {
         "outage: sign-in works {:?} after the lock was released",
         released.elapsed()
     );
+}
+
+/// `/readyz` says which store is down in exactly one of two bodies, and
+/// leaks nothing an outsider could use: no address, port, file path or
+/// driver words. Those go to the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_the_store_and_nothing_else() {
+    fn assert_bare(what: &str, body: &Value, expected: &str, s: &Server, ports: &[u16]) {
+        assert_eq!(*body, json!({ "detail": expected }), "{what}");
+        let text = body.to_string().to_lowercase();
+        let dir = s.dir.path().display().to_string().to_lowercase();
+        let mut leaks = vec![
+            "127.0.0.1",
+            "localhost",
+            "redis",
+            "postgres",
+            "sqlite",
+            "latchkey.db",
+            "refused",
+            "os error",
+            "timed out",
+            "connection",
+            "io error",
+            "pool",
+            &dir,
+        ];
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        leaks.extend(ports.iter().map(String::as_str));
+        for leak in leaks {
+            assert!(!text.contains(leak), "{what}: {body} names {leak:?}");
+        }
+    }
+    let c = outage_client();
+    let dead_pg = free_port();
+    let dead_users = format!("postgres://latchkey@127.0.0.1:{dead_pg}/latchkey");
+
+    // Users unreachable (connected lazily), sessions fine.
+    let mut s = Server::start(Options {
+        database: Some(dead_users.clone()),
+        sessions: Some("memory".into()),
+        ..Default::default()
+    });
+    let r = timed(c.get(s.url("/readyz"))).await;
+    assert_503("GET /readyz, users down", &r);
+    assert_bare(
+        "users down",
+        &r.1,
+        "user database unavailable",
+        &s,
+        &[dead_pg],
+    );
+    let log = s.wait_log("not ready: user database", Duration::from_secs(5));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("not ready") && l.contains(&format!("127.0.0.1:{dead_pg}"))),
+        "the log does not name the database and its address:\n{log}"
+    );
+    assert_running(&mut s);
+    drop(s);
+
+    // Both down: the session store's body (the log names both).
+    let dead_redis = free_port();
+    let mut s = Server::start(Options {
+        database: Some(dead_users),
+        sessions: Some(format!("redis://127.0.0.1:{dead_redis}")),
+        ..Default::default()
+    });
+    let r = timed(c.get(s.url("/readyz"))).await;
+    assert_503("GET /readyz, both down", &r);
+    assert_bare(
+        "both down",
+        &r.1,
+        "session store unavailable",
+        &s,
+        &[dead_pg, dead_redis],
+    );
+    s.wait_log("not ready: user database", Duration::from_secs(5));
+    let log = s.wait_log("not ready: session store", Duration::from_secs(5));
+    assert!(log.contains(&format!("127.0.0.1:{dead_redis}")), "{log}");
+    assert_running(&mut s);
+    drop(s);
+
+    // Sessions in a Redis that dies; users in SQLite, fine.
+    if !have_redis_server() {
+        return;
+    }
+    let port = free_port();
+    let mut redis = RedisProcess::start(port);
+    let mut s = Server::start(Options {
+        sessions: Some(redis.url()),
+        ..Default::default()
+    });
+    assert_eq!(timed(c.get(s.url("/readyz"))).await.0, 200);
+    redis.kill();
+    let r = timed(c.get(s.url("/readyz"))).await;
+    assert_503("GET /readyz, sessions down", &r);
+    assert_bare(
+        "sessions down",
+        &r.1,
+        "session store unavailable",
+        &s,
+        &[port],
+    );
+    let log = s.wait_log("not ready: session store", Duration::from_secs(5));
+    assert!(
+        log.lines().any(|l| l.contains("not ready: session store")
+            && l.contains(&format!("redis 127.0.0.1:{port}"))),
+        "the log does not say why:\n{log}"
+    );
+    assert_running(&mut s);
 }

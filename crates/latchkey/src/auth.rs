@@ -1,7 +1,6 @@
 //! [`Latchkey`]: the handle an app keeps in its router. It signs users in
 //! and out, finds the session behind a request, and ends sessions.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +54,7 @@ pub struct Config {
     pub(crate) max_pending_logins: usize,
     pub(crate) login_path: String,
     pub(crate) trusted_origins: Vec<String>,
-    pub(crate) trusted_proxies: Vec<IpAddr>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Config {
@@ -132,7 +131,7 @@ impl Config {
 
     /// Proxies whose `X-Forwarded-For` names the client; from any other
     /// peer the header is ignored.
-    pub fn trusted_proxies(mut self, proxies: Vec<IpAddr>) -> Self {
+    pub fn trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
         self.trusted_proxies = proxies;
         self
     }

@@ -81,16 +81,17 @@ impl CookieConfig {
     }
 }
 
-/// Every value of cookie `name` across all `Cookie` headers. Unparsable
-/// headers and pairs are skipped.
+/// Every value of cookie `name` across all `Cookie` headers. Headers are
+/// split as bytes, so a non-ASCII byte in one pair (a tracker's cookie,
+/// say) hides only that pair, not its neighbours; pairs that are not text
+/// are skipped.
 fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .filter_map(move |pair| {
-            let (k, v) = pair.trim().split_once('=')?;
+            let (k, v) = std::str::from_utf8(pair).ok()?.trim().split_once('=')?;
             (k.trim() == name).then(|| v.trim().trim_matches('"'))
         })
 }
@@ -147,6 +148,56 @@ mod tests {
         h.append(
             header::COOKIE,
             HeaderValue::from_static("__Host-latchkey=;;;=;"),
+        );
+        assert_eq!(c.token(&h), None);
+    }
+
+    #[test]
+    fn a_non_ascii_byte_in_one_cookie_hides_only_that_cookie() {
+        let c = CookieConfig::new(true, Duration::from_secs(60));
+        let t = SessionToken::generate();
+        for raw in [
+            format!(
+                "tracker=caf\u{e9}; __Host-latchkey={}; __Host-latchkey-csrf=p",
+                t.as_str()
+            ),
+            format!(
+                "__Host-latchkey={}; x=\u{ff}\u{fe}; __Host-latchkey-csrf=p",
+                t.as_str()
+            ),
+            format!(
+                "__Host-latchkey-csrf=p; __Host-latchkey={}; z=\u{c3}",
+                t.as_str()
+            ),
+        ] {
+            // Latin-1 bytes as a browser may send them: not valid UTF-8.
+            let bytes: Vec<u8> = raw.chars().map(|ch| ch as u32 as u8).collect();
+            let mut h = HeaderMap::new();
+            h.append(header::COOKIE, HeaderValue::from_bytes(&bytes).unwrap());
+            assert!(h.get(header::COOKIE).unwrap().to_str().is_err());
+            assert_eq!(c.token(&h).as_ref(), Some(&t), "{raw}");
+            assert_eq!(c.token_hash(&h), Some(t.hash()), "{raw}");
+            assert_eq!(c.pre_session_value(&h).as_deref(), Some("p"), "{raw}");
+        }
+        // UTF-8 in another cookie's value is no obstacle either.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(
+                format!("n=\u{e9}t\u{e9}; __Host-latchkey={}", t.as_str()).as_bytes(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(c.token(&h), Some(t));
+    }
+
+    #[test]
+    fn a_mangled_session_cookie_is_no_token_and_no_panic() {
+        let c = CookieConfig::new(true, Duration::from_secs(60));
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"__Host-latchkey=\xe9\xe9").unwrap(),
         );
         assert_eq!(c.token(&h), None);
     }

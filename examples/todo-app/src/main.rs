@@ -186,8 +186,15 @@ mod tests {
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
+    /// Calls the app as a served request would arrive: with the client's
+    /// address, which latchkey needs to throttle sign-ins per client.
     async fn call(app: &axum::Router, req: Request<Body>) -> axum::response::Response {
-        app.clone().oneshot(req).await.unwrap()
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40_000));
+        app.clone()
+            .layer(axum::extract::connect_info::MockConnectInfo(peer))
+            .oneshot(req)
+            .await
+            .unwrap()
     }
 
     fn login_req(user: &str) -> Request<Body> {

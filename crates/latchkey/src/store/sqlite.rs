@@ -5,24 +5,31 @@
 //! sessions it has seen, and SQLite triggers log every session that ends or
 //! changes role to `latchkey_revocations` — whoever makes the change: this
 //! process, another `serve`, or the `latchkey user` CLI. Before answering
-//! from the cache, a request checks (at most once a millisecond) whether the
-//! database's WAL file changed since the last look — one `stat`, no query —
-//! and, if it did, reads the new log rows once and evicts what they name.
-//! Revocation therefore takes effect on the next request, in every process.
+//! from the cache, a request checks (at most once a millisecond) whether
+//! anyone committed since the last look — `PRAGMA data_version` on a
+//! connection of the cache's own — and, if so, reads the new log rows once
+//! and evicts what they name. Revocation therefore takes effect on the next
+//! request (give or take that millisecond), in every process.
+//!
+//! Why not the files' (length, mtime, inode), which this used to compare:
+//! after a WAL restart only the mtime changes, and kernels before 6.13 stamp
+//! it with a coarse clock, so two commits in one tick looked identical and
+//! another process's revocation could stay unseen.
 
+#[cfg(test)]
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use quick_cache::sync::Cache;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{ConnectOptions, Row};
 
 use super::{sql::sql_store_impl, CounterStore, SessionStore, StoreError};
 use crate::session::{now_ms, SessionRecord, TokenHash};
@@ -31,7 +38,7 @@ const SCHEMA: &str = include_str!("../../schema/sqlite.sql");
 
 /// Sessions cached per process (about 0.5 KiB each at most).
 const CACHE_CAPACITY: usize = 100_000;
-/// How stale the "has the file changed?" answer may be.
+/// How stale the "has anyone committed?" answer may be.
 const RECHECK_EVERY: Duration = Duration::from_millis(1);
 /// More new revocations than this at once: drop the whole cache instead.
 const MAX_SYNC_ROWS: i64 = 10_000;
@@ -43,39 +50,41 @@ const LOG_RETENTION_MS: i64 = 3_600_000;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// A connection of its own for reading the revocation log: requests
-    /// wait on that read, so it must not queue behind writes (a login storm
-    /// holding the main pool pushed GET p99 to 11× in bench/run.sh).
-    log_reader: SqlitePool,
     label: String,
     cache: Arc<SessionCache>,
 }
 
-/// What a file looked like: length, modification time, inode.
-type FileStamp = Option<(u64, SystemTime, u64)>;
-/// The WAL file and the database file: every commit changes the WAL, and a
-/// checkpoint (as when the last connection of another process closes and
-/// removes the WAL) changes the database file.
-type Stamp = (FileStamp, FileStamp);
-
 struct SessionCache {
     entries: Cache<TokenHash, Arc<SessionRecord>>,
-    wal: PathBuf,
+    #[cfg(test)]
     db: PathBuf,
+    #[cfg(test)]
+    wal: PathBuf,
     started: Instant,
-    /// Micros since `started` of the last stamp check.
+    /// Micros since `started` at which the last completed check began.
     checked_at: AtomicU64,
-    /// Bumped by every eviction. A load that read the database while it
-    /// moved may hold a row from before a revocation: it is not cached.
+    /// Bumped by every eviction. A load or touch that ran while it moved
+    /// may hold a record from before a revocation: it is not cached.
     generation: AtomicU64,
-    sync: tokio::sync::Mutex<()>,
-    state: Mutex<SyncState>,
+    /// The log reader, one check at a time; latecomers find the work done.
+    /// A connection of its own: requests wait on that read, so it must not
+    /// queue behind writes (a login storm holding the main pool pushed GET
+    /// p99 to 11x in bench/run.sh), and `data_version` is per connection.
+    reader: tokio::sync::Mutex<Option<LogReader>>,
+    /// How to (re)open the reader.
+    options: SqliteConnectOptions,
+    /// Highest revocation log row applied to `entries`.
+    last_seq: Mutex<i64>,
+    /// Tests park `touch` here between its read and its write-back.
+    #[cfg(test)]
+    touch_pause: Mutex<Option<TouchPause>>,
 }
 
-struct SyncState {
-    stamp: Stamp,
-    last_seq: i64,
-}
+#[cfg(test)]
+type TouchPause = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
 
 /// Tables made by 0.1 lack `user_version`; SQLite has no
 /// `ADD COLUMN IF NOT EXISTS`, so look first.
@@ -95,27 +104,36 @@ async fn add_user_version(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-fn file_stamp(path: &std::path::Path) -> FileStamp {
-    // A metadata syscall on a local file: microseconds, never a real block.
-    let m = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&m);
-    #[cfg(not(unix))]
-    let ino = 0;
-    Some((m.len(), m.modified().ok()?, ino))
+struct LogReader {
+    conn: SqliteConnection,
+    /// `PRAGMA data_version` when the log was last read on `conn`: it
+    /// changes on every commit by any other connection, this process's
+    /// pool and other processes alike. `None` until the first read on a
+    /// (re)opened connection, whose values say nothing about the old one's.
+    seen: Option<i64>,
 }
 
 impl SessionCache {
-    fn stamp(&self) -> Stamp {
-        (file_stamp(&self.wal), file_stamp(&self.db))
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, SyncState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn micros(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
+    }
+
+    fn last_seq(&self) -> std::sync::MutexGuard<'_, i64> {
+        self.last_seq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Caches `record` unless an eviction ran since `generation` was read.
+    /// Checking again after the insert closes the gap between check and
+    /// insert: an eviction in it bumps the generation before it removes,
+    /// so either it removes this entry or the second check sees it.
+    fn insert_unless_evicted(&self, key: TokenHash, record: Arc<SessionRecord>, generation: u64) {
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.entries.insert(key, record);
+            if self.generation.load(Ordering::SeqCst) == generation {
+                return;
+            }
+        }
+        self.entries.remove(&key);
     }
 }
 
@@ -132,9 +150,13 @@ impl SqliteStore {
             reason: e.to_string(),
         };
         let options = connect_options(url).map_err(fail)?;
-        let db = options.get_filename().to_path_buf();
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
+        #[cfg(test)]
+        let (db, wal) = {
+            let db = options.get_filename().to_path_buf();
+            let mut wal = db.as_os_str().to_owned();
+            wal.push("-wal");
+            (db, PathBuf::from(wal))
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             // One connection always open keeps the WAL file in place.
@@ -145,41 +167,31 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(fail)?;
-        let log_reader = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(super::OPERATION_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(fail)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(fail)?;
         add_user_version(&pool).await.map_err(fail)?;
         let cache = Arc::new(SessionCache {
             entries: Cache::new(CACHE_CAPACITY),
-            wal: PathBuf::from(wal),
+            #[cfg(test)]
             db,
+            #[cfg(test)]
+            wal,
             started: Instant::now(),
             checked_at: AtomicU64::new(0),
             generation: AtomicU64::new(0),
-            sync: tokio::sync::Mutex::new(()),
-            state: Mutex::new(SyncState {
-                stamp: (None, None),
-                last_seq: 0,
-            }),
+            reader: tokio::sync::Mutex::new(None),
+            options,
+            last_seq: Mutex::new(0),
+            #[cfg(test)]
+            touch_pause: Mutex::new(None),
         });
-        let store = Self {
-            pool,
-            log_reader,
-            label,
-            cache,
-        };
-        let last_seq = store.max_seq().await?;
-        let mut st = store.cache.state();
-        st.last_seq = last_seq;
-        st.stamp = store.cache.stamp();
-        drop(st);
+        let store = Self { pool, label, cache };
+        let mut reader = store.cache.reader.lock().await;
+        let r = store.reader(&mut reader).await?;
+        let last_seq = store.max_seq(&mut r.conn).await;
+        let last_seq = store.keep_reader(&mut reader, last_seq)?;
+        // Nothing is cached yet: the log so far needs no reading.
+        *store.cache.last_seq() = last_seq;
+        drop(reader);
         Ok(store)
     }
 
@@ -187,13 +199,38 @@ impl SqliteStore {
         Ok(self.pool.clone())
     }
 
+    /// The open log reader, (re)connecting if the last one failed.
+    async fn reader<'a>(
+        &self,
+        slot: &'a mut Option<LogReader>,
+    ) -> Result<&'a mut LogReader, StoreError> {
+        if slot.is_none() {
+            let conn = self.run(self.cache.options.connect()).await?;
+            *slot = Some(LogReader { conn, seen: None });
+        }
+        Ok(slot.as_mut().expect("just opened"))
+    }
+
+    /// Passes `result` on; on an error drops the reader (a timed-out query
+    /// may leave it mid-statement), so the next check opens a fresh one.
+    fn keep_reader<T>(
+        &self,
+        slot: &mut Option<LogReader>,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
     /// The highest revocation sequence number ever handed out.
-    async fn max_seq(&self) -> Result<i64, StoreError> {
+    async fn max_seq(&self, conn: &mut SqliteConnection) -> Result<i64, StoreError> {
         self.run(async {
             let row = sqlx::query(
                 "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'latchkey_revocations'), 0) AS seq",
             )
-            .fetch_one(&self.log_reader)
+            .fetch_one(&mut *conn)
             .await?;
             row.try_get::<i64, _>("seq")
         })
@@ -203,37 +240,69 @@ impl SqliteStore {
     /// Makes the cache reflect every revocation committed before this call
     /// (give or take [`RECHECK_EVERY`]).
     async fn freshen(&self) -> Result<(), StoreError> {
+        self.sync(false).await
+    }
+
+    /// [`Self::freshen`] without the [`RECHECK_EVERY`] slack: after this
+    /// process's own change, so its next request sees it for sure.
+    async fn force_freshen(&self) -> Result<(), StoreError> {
+        self.sync(true).await
+    }
+
+    async fn sync(&self, force: bool) -> Result<(), StoreError> {
         let c = &self.cache;
-        let now = c.micros();
-        if now.saturating_sub(c.checked_at.load(Ordering::Relaxed))
-            < RECHECK_EVERY.as_micros() as u64
-        {
-            return Ok(());
-        }
-        if c.stamp() == c.state().stamp {
-            c.checked_at.store(now, Ordering::Relaxed);
-            return Ok(());
-        }
-        // One sync at a time; latecomers find the work done.
-        let _guard = c.sync.lock().await;
-        let stamp = c.stamp();
-        let last_seq = {
-            let st = c.state();
-            if stamp == st.stamp {
-                return Ok(());
+        let arrived = c.micros();
+        let recent = |checked: u64| {
+            if force {
+                // Only a check that began after this call covers it.
+                checked > arrived
+            } else {
+                arrived.saturating_sub(checked) < RECHECK_EVERY.as_micros() as u64
             }
-            st.last_seq
         };
+        // The hot path: one atomic load.
+        if recent(c.checked_at.load(Ordering::Acquire)) {
+            return Ok(());
+        }
+        let mut slot = c.reader.lock().await;
+        if recent(c.checked_at.load(Ordering::Acquire)) {
+            return Ok(());
+        }
+        let began = c.micros();
+        let result = self.read_log(&mut slot).await;
+        self.keep_reader(&mut slot, result)?;
+        c.checked_at.fetch_max(began, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// One check, under the reader lock: if anyone committed since the last
+    /// one, applies the new revocation log rows.
+    async fn read_log(&self, slot: &mut Option<LogReader>) -> Result<(), StoreError> {
+        let c = &self.cache;
+        let reader = self.reader(slot).await?;
+        // Read before the log, so a commit landing in between is seen
+        // again next time rather than missed.
+        let version: i64 = self
+            .run(async {
+                sqlx::query_scalar("PRAGMA data_version")
+                    .fetch_one(&mut reader.conn)
+                    .await
+            })
+            .await?;
+        if reader.seen == Some(version) {
+            return Ok(());
+        }
+        let last_seq = *c.last_seq();
         let rows = self
             .run(async {
                 sqlx::query("SELECT seq, token_hash FROM latchkey_revocations WHERE seq > $1 ORDER BY seq LIMIT $2")
                     .bind(last_seq)
                     .bind(MAX_SYNC_ROWS + 1)
-                    .fetch_all(&self.log_reader)
+                    .fetch_all(&mut reader.conn)
                     .await
             })
             .await?;
-        let max_seq = self.max_seq().await?;
+        let max_seq = self.max_seq(&mut reader.conn).await?;
         let first = rows.first().and_then(|r| r.try_get::<i64, _>("seq").ok());
         let gap = match first {
             Some(seq) => seq != last_seq + 1,
@@ -257,10 +326,8 @@ impl SqliteStore {
             }
             last
         };
-        let mut st = c.state();
-        st.stamp = stamp;
-        st.last_seq = new_last;
-        c.checked_at.store(c.micros(), Ordering::Relaxed);
+        *c.last_seq() = new_last;
+        reader.seen = Some(version);
         Ok(())
     }
 }
@@ -289,10 +356,10 @@ impl SessionStore for SqliteStore {
         let generation = self.cache.generation.load(Ordering::SeqCst);
         let found = self.db_load(key).await?;
         match &found {
-            Some(r) if self.cache.generation.load(Ordering::SeqCst) == generation => {
-                self.cache.entries.insert(*key, r.clone())
-            }
-            _ => self.cache.entries.remove(key).map_or((), drop),
+            Some(r) => self
+                .cache
+                .insert_unless_evicted(*key, r.clone(), generation),
+            None => self.cache.entries.remove(key).map_or((), drop),
         }
         Ok(found)
     }
@@ -304,11 +371,23 @@ impl SessionStore for SqliteStore {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         self.db_touch(key, last_seen_at, expires_at).await?;
+        // Read before the entry: an eviction between the two must stop the
+        // write-back, or a revoked session would be cached again.
+        let generation = self.cache.generation.load(Ordering::SeqCst);
         if let Some(hit) = self.cache.entries.get(key) {
             let mut r = SessionRecord::clone(&hit);
             r.last_seen_at = last_seen_at;
             r.expires_at = expires_at;
-            self.cache.entries.insert(*key, Arc::new(r));
+            #[cfg(test)]
+            {
+                let pause = self.cache.touch_pause.lock().unwrap().take();
+                if let Some((parked, resume)) = pause {
+                    let _ = parked.send(());
+                    let _ = resume.await;
+                }
+            }
+            self.cache
+                .insert_unless_evicted(*key, Arc::new(r), generation);
         }
         Ok(())
     }
@@ -357,14 +436,6 @@ impl SessionStore for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.db_ping().await
-    }
-}
-
-impl SqliteStore {
-    async fn force_freshen(&self) -> Result<(), StoreError> {
-        self.cache.checked_at.store(0, Ordering::Relaxed);
-        self.cache.state().stamp = (Some((u64::MAX, SystemTime::UNIX_EPOCH, 0)), None);
-        self.freshen().await
     }
 }
 
@@ -438,5 +509,121 @@ mod tests {
             .unwrap();
         settle().await;
         assert!(b.load(&t3.hash()).await.unwrap().is_none());
+    }
+
+    /// Sets `path`'s modification time back to `to` (if both exist).
+    fn set_mtime(path: &std::path::Path, to: Option<std::time::SystemTime>) {
+        if let (Some(t), Ok(f)) = (to, std::fs::File::options().write(true).open(path)) {
+            f.set_modified(t).unwrap();
+        }
+    }
+
+    fn mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+        std::fs::metadata(path).ok()?.modified().ok()
+    }
+
+    /// A revocation by another process is seen by the very next load after
+    /// the recheck interval, however the files look. Kernels before 6.13
+    /// stamp files with a coarse clock, so two commits in one tick leave
+    /// the same mtime; here each round puts the old mtimes back to make
+    /// that the rule, and after a WAL restart (the WAL is rewritten from
+    /// its start, not grown) length and inode stay the same too.
+    #[tokio::test]
+    async fn every_revocation_by_another_process_is_seen_on_the_next_load() {
+        let (a, url) = fresh().await;
+        let b = super::SqliteStore::open(&url).await.unwrap();
+        let db = a.cache.db.clone();
+        let wal = a.cache.wal.clone();
+        // Grow the WAL, then have the next writer restart it from the top.
+        for _ in 0..200 {
+            b.create(&record("filler").1).await.unwrap();
+        }
+        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            .execute(&b.pool)
+            .await
+            .unwrap();
+        for round in 0..300 {
+            let (t, r) = record("erin");
+            b.create(&r).await.unwrap();
+            tokio::time::sleep(super::RECHECK_EVERY * 2).await;
+            assert!(a.load(&t.hash()).await.unwrap().is_some(), "round {round}");
+            assert!(
+                a.load(&t.hash()).await.unwrap().is_some(),
+                "round {round}: cached"
+            );
+            let (wal_t, db_t) = (mtime(&wal), mtime(&db));
+            b.delete(&t.hash()).await.unwrap();
+            set_mtime(&wal, wal_t);
+            set_mtime(&db, db_t);
+            tokio::time::sleep(super::RECHECK_EVERY * 2).await;
+            assert!(
+                a.load(&t.hash()).await.unwrap().is_none(),
+                "round {round}: a still serves a session b deleted"
+            );
+        }
+    }
+
+    /// A touch that read the cached record before a revocation was applied
+    /// must not write it back after: the session would be served again,
+    /// with no log row left to evict it.
+    #[tokio::test]
+    async fn a_touch_racing_a_revocation_does_not_cache_the_session_again() {
+        let (a, url) = fresh().await;
+        let b = super::SqliteStore::open(&url).await.unwrap();
+        let (t, r) = record("frank");
+        a.create(&r).await.unwrap();
+        assert!(a.load(&t.hash()).await.unwrap().is_some());
+
+        let (parked_tx, parked) = tokio::sync::oneshot::channel();
+        let (resume, resume_rx) = tokio::sync::oneshot::channel();
+        *a.cache.touch_pause.lock().unwrap() = Some((parked_tx, resume_rx));
+        let toucher = {
+            let a = a.clone();
+            let key = t.hash();
+            tokio::spawn(async move { a.touch(&key, r.last_seen_at + 1, r.expires_at + 1).await })
+        };
+        // The touch holds the cached record; now another process logs the
+        // session out and this one applies the revocation.
+        parked.await.unwrap();
+        b.delete(&t.hash()).await.unwrap();
+        tokio::time::sleep(super::RECHECK_EVERY * 2).await;
+        assert!(
+            a.load(&t.hash()).await.unwrap().is_none(),
+            "revocation seen"
+        );
+        resume.send(()).unwrap();
+        toucher.await.unwrap().unwrap();
+        assert!(
+            a.cache.entries.get(&t.hash()).is_none(),
+            "the touch put the revoked session back in the cache"
+        );
+        assert!(a.load(&t.hash()).await.unwrap().is_none());
+    }
+
+    /// The same race left to the scheduler: touches and a logout from
+    /// another process at once, many times over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn touches_and_deletes_at_once_never_resurrect_a_session() {
+        let (a, url) = fresh().await;
+        let b = super::SqliteStore::open(&url).await.unwrap();
+        for round in 0..100 {
+            let (t, r) = record("gina");
+            a.create(&r).await.unwrap();
+            let key = t.hash();
+            let touches = (0..4).map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    a.load(&key).await.unwrap();
+                    a.touch(&key, r.last_seen_at + i, r.expires_at + i).await
+                })
+            });
+            let touches: Vec<_> = touches.collect();
+            b.delete(&key).await.unwrap();
+            for h in touches {
+                h.await.unwrap().unwrap();
+            }
+            tokio::time::sleep(super::RECHECK_EVERY * 2).await;
+            assert!(a.load(&key).await.unwrap().is_none(), "round {round}");
+        }
     }
 }
