@@ -15,8 +15,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS latchkey_users (
     password_hash TEXT NOT NULL,
     role          TEXT NOT NULL,
     created_at    BIGINT NOT NULL,
-    last_login_at BIGINT,
-    session_version BIGINT NOT NULL DEFAULT 0
+    last_login_at BIGINT
 )";
 
 /// Changes to the table since [`SCHEMA`], applied in order at start-up

@@ -82,74 +82,7 @@ impl Server {
     /// Starts a server whose SQLite files (if any) live in `dir`.
     pub fn start_in(dir: Arc<TempDir>, opts: Options) -> Server {
         let database = opts.database.clone().unwrap_or_else(|| dir.sqlite_url());
-        let mut cmd = Command::new(bin());
-        cmd.current_dir(dir.path())
-            .arg("serve")
-            .args(["--bind", "127.0.0.1:0", "--database", &database])
-            .env_remove("LATCHKEY_SECRET_KEY")
-            .env("LATCHKEY_LOG", "info")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(s) = &opts.sessions {
-            cmd.args(["--sessions", s]);
-        }
-        if opts.dev {
-            cmd.arg("--dev");
-        } else {
-            cmd.env("LATCHKEY_SECRET_KEY", SECRET);
-        }
-        if let Some(d) = opts.idle {
-            cmd.args(["--idle-timeout", d]);
-        }
-        if let Some(d) = opts.absolute {
-            cmd.args(["--absolute-timeout", d]);
-        }
-        cmd.args(&opts.args);
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn latchkey");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let addr = line[i + 20..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_owned();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start; log:\n{}", log.lock().unwrap());
-            }
-        };
-        Server {
-            child,
-            base: format!("http://{addr}"),
-            addr,
-            log,
-            database,
-            sessions: opts.sessions,
-            dir,
-            dev: opts.dev,
-        }
+        Self::launch(Command::new(bin()), dir, database, opts)
     }
 
     pub fn url(&self, path: &str) -> String {
