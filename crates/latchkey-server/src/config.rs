@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-/// A server secret of 32 or more bytes. Never printed.
+/// A server secret of 32 or more bytes. Never printed, zeroed on drop.
 #[derive(Clone)]
-pub struct Secret(pub Vec<u8>);
+pub struct Secret(pub secrecy::SecretSlice<u8>);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -30,12 +30,12 @@ pub fn parse_secret(text: &str) -> Result<Secret, String> {
                 bytes.len()
             ));
         }
-        return Ok(Secret(bytes));
+        return Ok(Secret(bytes.into()));
     }
     if text.len() < 64 {
         return Err("secret must be 64 or more hex characters or base64:... of 32+ bytes (try: openssl rand -hex 32)".into());
     }
-    hex::decode(text).map(Secret).map_err(|_| {
+    hex::decode(text).map(|b| Secret(b.into())).map_err(|_| {
         "secret is not hex: give 64+ hex characters or base64:... (try: openssl rand -hex 32)"
             .into()
     })
@@ -119,7 +119,7 @@ pub fn dev_secret(path: &Path) -> Result<(Secret, bool), String> {
     let text = hex::encode(bytes);
     write_private(path, &format!("{text}\n"))
         .map_err(|e| format!("cannot write dev secret {}: {e}", path.display()))?;
-    Ok((Secret(bytes.to_vec()), true))
+    Ok((Secret(bytes.to_vec().into()), true))
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

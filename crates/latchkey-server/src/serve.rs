@@ -46,7 +46,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::runtime(e.to_string()))?;
     let users = Users::open(&args.stores.database).map_err(Failure::usage)?;
 
-    let config = Config::new(secret.0)
+    let config = Config::new(secrecy::ExposeSecret::expose_secret(&secret.0).to_vec())
         .timeouts(args.idle_timeout, args.absolute_timeout)
         .secure(!args.dev)
         .password_policy(PasswordPolicy {

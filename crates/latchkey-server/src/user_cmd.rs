@@ -11,6 +11,7 @@ use std::io::{BufRead, IsTerminal};
 
 use latchkey::password::{PasswordHasher, PasswordPolicy};
 use latchkey::store::Store;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::cli::{valid_role, PolicyArgs, StoreArgs, UserCommand};
 use crate::users::{Change, Users, UsersError};
@@ -81,15 +82,22 @@ fn last_admin(name: &str, what: &str) -> Failure {
 
 /// One line from standard input (the line ending removed, nothing else),
 /// or a no-echo prompt, twice, on a terminal.
-fn read_password(from_stdin: bool) -> Result<String, Failure> {
+fn read_password(from_stdin: bool) -> Result<SecretString, Failure> {
     if from_stdin {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+        // Zeroed on drop, with the line it was read into.
+        let mut line = SecretString::default();
+        let mut raw = String::new();
+        let read = std::io::stdin().lock().read_line(&mut raw);
+        let trimmed = raw.strip_suffix('\n').unwrap_or(&raw);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        if read.is_ok() {
+            line = SecretString::from(trimmed);
+        }
+        secrecy::zeroize::Zeroize::zeroize(&mut raw);
+        read.map_err(|e| {
             Failure::usage(format!("cannot read the password from standard input: {e}"))
         })?;
-        let line = line.strip_suffix('\n').unwrap_or(&line);
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        return Ok(line.to_owned());
+        return Ok(line);
     }
     if !std::io::stdin().is_terminal() {
         return Err(Failure::usage(
@@ -97,10 +105,12 @@ fn read_password(from_stdin: bool) -> Result<String, Failure> {
         ));
     }
     let first = rpassword::prompt_password("New password: ")
+        .map(SecretString::from)
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    let second =
-        rpassword::prompt_password("Repeat it: ").map_err(|e| Failure::runtime(e.to_string()))?;
-    if first != second {
+    let second = rpassword::prompt_password("Repeat it: ")
+        .map(SecretString::from)
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    if first.expose_secret() != second.expose_secret() {
         return Err(Failure::runtime(
             "the two passwords differ; nothing changed",
         ));
@@ -114,9 +124,11 @@ async fn new_hash(name: &str, from_stdin: bool, policy: &PolicyArgs) -> Result<S
         min_chars: policy.min_password_length as usize,
         ..PasswordPolicy::default()
     };
-    policy.check(name, &password).map_err(Failure::runtime)?;
+    policy
+        .check(name, password.expose_secret())
+        .map_err(Failure::runtime)?;
     PasswordHasher::with_defaults()
-        .hash(&password)
+        .hash(password.expose_secret())
         .await
         .map_err(|e| Failure::runtime(e.to_string()))
 }

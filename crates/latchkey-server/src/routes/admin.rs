@@ -7,6 +7,7 @@ use axum::Json;
 use latchkey::body::Input;
 use latchkey::extract::{wants_html, AuthRejection};
 use latchkey::{Admin, CurrentUser, RequireRole};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::see_other;
@@ -110,7 +111,7 @@ pub struct RoleBody {
 
 #[derive(Deserialize)]
 pub struct ResetBody {
-    new_password: String,
+    new_password: secrecy::SecretString,
 }
 
 /// Answers an admin action: back to the dashboard (with a flash) for a
@@ -179,7 +180,11 @@ pub async fn reset_password(
             .to_owned();
         return refused(&app, &headers, &admin, StatusCode::CONFLICT, why).await;
     }
-    if let Err(why) = app.auth.policy().check(&user.username, &body.new_password) {
+    if let Err(why) = app
+        .auth
+        .policy()
+        .check(&user.username, body.new_password.expose_secret())
+    {
         let why = format!("Password for {name} not changed: {why}");
         return refused(
             &app,
@@ -190,7 +195,11 @@ pub async fn reset_password(
         )
         .await;
     }
-    let hash = app.auth.hasher().hash(&body.new_password).await?;
+    let hash = app
+        .auth
+        .hasher()
+        .hash(body.new_password.expose_secret())
+        .await?;
     app.users.set_hash(&name, &hash).await?;
     let n = end_all(&app, &user.id).await?;
     app.metrics.sessions_revoked.inc_by(n);

@@ -7,6 +7,7 @@ use axum::Json;
 use latchkey::body::Input;
 use latchkey::extract::{wants_html, MaybeUser};
 use latchkey::{LoginError, RequestMeta};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{safe_next, see_other, with_cookie};
@@ -22,7 +23,7 @@ pub struct NextQuery {
 #[derive(Deserialize)]
 pub struct LoginBody {
     username: String,
-    password: String,
+    password: secrecy::SecretString,
     #[serde(default)]
     next: Option<String>,
 }
@@ -86,7 +87,7 @@ pub async fn post(
         .login(
             &app.users,
             &body.username,
-            &body.password,
+            body.password.expose_secret(),
             &meta,
             previous.as_ref(),
         )

@@ -8,6 +8,7 @@ use latchkey::body::Input;
 use latchkey::error::PasswordChangeError;
 use latchkey::extract::wants_html;
 use latchkey::{CurrentUser, RequestMeta};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::see_other;
@@ -37,8 +38,8 @@ fn page(app: &AppState, user: &CurrentUser, status: StatusCode, error: Option<St
 
 #[derive(Deserialize)]
 pub struct PasswordBody {
-    current_password: String,
-    new_password: String,
+    current_password: secrecy::SecretString,
+    new_password: secrecy::SecretString,
 }
 
 pub async fn post(
@@ -53,8 +54,8 @@ pub async fn post(
         .change_password(
             &app.users,
             user.session(),
-            &body.current_password,
-            &body.new_password,
+            body.current_password.expose_secret(),
+            body.new_password.expose_secret(),
             &meta,
         )
         .await;

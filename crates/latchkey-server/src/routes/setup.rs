@@ -8,6 +8,7 @@ use axum::Json;
 use latchkey::body::Input;
 use latchkey::error::detail;
 use latchkey::extract::wants_html;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{see_other, with_cookie};
@@ -25,7 +26,7 @@ pub struct CodeQuery {
 pub struct SetupBody {
     code: String,
     username: String,
-    password: String,
+    password: secrecy::SecretString,
 }
 
 /// Whether `code` is the live setup code and no user exists yet.
@@ -107,7 +108,9 @@ pub async fn post(
     let refused = latchkey::username::normalize(&body.username)
         .map_err(|e| e.to_string())
         .and_then(|name| {
-            app.auth.policy().check(&name, &body.password)?;
+            app.auth
+                .policy()
+                .check(&name, body.password.expose_secret())?;
             Ok(name)
         });
     let name = match refused {
@@ -126,7 +129,11 @@ pub async fn post(
             return Ok(detail(StatusCode::UNPROCESSABLE_ENTITY, &why));
         }
     };
-    let hash = app.auth.hasher().hash(&body.password).await?;
+    let hash = app
+        .auth
+        .hasher()
+        .hash(body.password.expose_secret())
+        .await?;
     app.users.add(&name, &hash, "admin").await?;
     *app.setup_code.lock().unwrap_or_else(|e| e.into_inner()) = None;
     tracing::info!(target: "latchkey::audit", event = "first_admin_created", username = %name);

@@ -10,6 +10,7 @@ use latchkey::body::Input;
 use latchkey::error::detail;
 use latchkey::extract::{wants_html, MaybeUser};
 use latchkey::RequestMeta;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{see_other, with_cookie};
@@ -22,7 +23,7 @@ use crate::users::UsersError;
 #[derive(Deserialize)]
 pub struct SignupBody {
     username: String,
-    password: String,
+    password: secrecy::SecretString,
 }
 
 fn form(
@@ -109,10 +110,18 @@ pub async fn post(
             ))
         }
     };
-    if let Err(why) = app.auth.policy().check(&name, &body.password) {
+    if let Err(why) = app
+        .auth
+        .policy()
+        .check(&name, body.password.expose_secret())
+    {
         return Ok(refuse(StatusCode::UNPROCESSABLE_ENTITY, why, body.username));
     }
-    let hash = app.auth.hasher().hash(&body.password).await?;
+    let hash = app
+        .auth
+        .hasher()
+        .hash(body.password.expose_secret())
+        .await?;
     match app.users.add(&name, &hash, "user").await {
         Ok(_) => {}
         Err(UsersError::Exists(_)) => return Ok(refuse(
@@ -128,7 +137,13 @@ pub async fn post(
     let previous = app.auth.cookies().token(&headers);
     let signed_in = app
         .auth
-        .login(&app.users, &name, &body.password, &meta, previous.as_ref())
+        .login(
+            &app.users,
+            &name,
+            body.password.expose_secret(),
+            &meta,
+            previous.as_ref(),
+        )
         .await;
     let done = match signed_in {
         Ok(done) => {
