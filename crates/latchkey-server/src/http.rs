@@ -61,7 +61,9 @@ impl Timeouts {
             std::env::var(name)
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_millis)
+                // Test-only; clamped so a stray value can neither disable
+                // a deadline nor overflow the clock.
+                .map(|ms| Duration::from_millis(ms.clamp(100, 600_000)))
         };
         Self {
             head: ms("LATCHKEY_TEST_HEAD_TIMEOUT_MS").unwrap_or(HEAD_TIMEOUT),
@@ -127,7 +129,11 @@ pub async fn serve(
                         connections.close_oldest_idle();
                     }
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    // Only running out of something is worth waiting for;
+                    // a client's own failure (an aborted handshake) is not.
+                    if is_resource_exhaustion(&e) {
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
                     continue;
                 }
             },
@@ -139,17 +145,9 @@ pub async fn serve(
                 warn_at_cap(
                     &mut last_cap_warning,
                     connections.max(),
-                    "closing the oldest idle connection for each new one",
+                    "closing the oldest idle (or, if all are busy, the oldest) connection for each new one",
                 );
                 slot
-            }
-            Admission::Refused => {
-                warn_at_cap(
-                    &mut last_cap_warning,
-                    connections.max(),
-                    "every connection is busy; refusing new ones",
-                );
-                continue;
             }
         };
         tokio::spawn(drive(
@@ -181,6 +179,11 @@ fn warn_at_cap(last: &mut Option<Instant>, max: usize, what: &str) {
 /// EMFILE or ENFILE (the same numbers on Linux, macOS and the BSDs).
 fn is_fd_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// Out of descriptors, buffers or memory (ENOBUFS 105, ENOMEM 12 on Linux).
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    is_fd_exhaustion(e) || matches!(e.raw_os_error(), Some(12 | 105))
 }
 
 /// Serves one connection until it ends, closing it when it breaks the head

@@ -225,7 +225,7 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
             // Servers read the role from the users table; the store's copy
             // is updated too so that it never disagrees for long.
             in_store(&stores, StoreChange::SetRole(&user.id, &role)).await;
-            println!("{name} now has role {}", user.role);
+            println!("{name} now has role {role}");
         }
         UserCommand::EndSessions { name, stores } => {
             let users = users(&stores)?;

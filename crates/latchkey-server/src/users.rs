@@ -553,18 +553,41 @@ impl UserBackend for Users {
     }
 
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError> {
-        Ok(self
-            .bounded(async {
-                let pool = self.pool().await?;
-                sqlx::query("UPDATE latchkey_users SET password_hash = $2 WHERE id = $1")
-                    .bind(user_id)
-                    .bind(hash)
-                    .execute(pool)
-                    .await
-                    .map_err(self.db())?;
-                Ok(())
-            })
-            .await?)
+        let sql = "UPDATE latchkey_users SET password_hash = $2 WHERE id = $1";
+        Ok(self.write(sql, &[user_id, hash]).await.map(drop)?)
+    }
+
+    async fn change_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError> {
+        let sql = "UPDATE latchkey_users SET password_hash = $2, \
+                   session_version = session_version + 1 WHERE id = $1";
+        Ok(self.write(sql, &[user_id, hash]).await.map(drop)?)
+    }
+
+    async fn replace_password_hash(
+        &self,
+        user_id: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, BackendError> {
+        let sql =
+            "UPDATE latchkey_users SET password_hash = $2 WHERE id = $1 AND password_hash = $3";
+        Ok(self.write(sql, &[user_id, new, old]).await? > 0)
+    }
+}
+
+impl Users {
+    /// One bounded write with text parameters; the rows it changed.
+    async fn write(&self, sql: &str, params: &[&str]) -> Result<u64, UsersError> {
+        self.bounded(async {
+            let pool = self.pool().await?;
+            let mut query = sqlx::query(sql);
+            for p in params {
+                query = query.bind(*p);
+            }
+            let done = query.execute(pool).await.map_err(self.db())?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 }
 

@@ -166,6 +166,16 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// What a session's user allows of it on this request.
+enum Verdict {
+    /// Valid: go on with this record (its role may have been refreshed).
+    Keep(Arc<SessionRecord>),
+    /// Not now, but not provably dead: refuse without deleting.
+    Refuse,
+    /// Dead for good: refuse and delete it.
+    End,
+}
+
 /// A new session: send `set_cookie` as `Set-Cookie`.
 pub struct LoginSuccess {
     /// The record as stored.
@@ -280,8 +290,9 @@ impl Latchkey {
             return Ok(None);
         }
         let record = match self.checked(record).await? {
-            Some(record) => record,
-            None => {
+            Verdict::Keep(record) => record,
+            Verdict::Refuse => return Ok(None),
+            Verdict::End => {
                 let store = self.0.store.clone();
                 tokio::spawn(async move { store.delete(&key).await });
                 return Ok(None);
@@ -301,28 +312,29 @@ impl Latchkey {
         Ok(Some(record))
     }
 
-    /// The session as its user allows it now: `None` when the user is gone
-    /// or ended their sessions since; with the user's current role.
-    async fn checked(
-        &self,
-        record: Arc<SessionRecord>,
-    ) -> Result<Option<Arc<SessionRecord>>, Error> {
+    /// The session as its user allows it now, with the user's current role.
+    async fn checked(&self, record: Arc<SessionRecord>) -> Result<Verdict, Error> {
         let Some(users) = &self.0.users else {
-            return Ok(Some(record));
+            return Ok(Verdict::Keep(record));
         };
         let Some(user) = users.state(&record.user_id).await? else {
-            return Ok(None);
+            return Ok(Verdict::End); // the user is gone
         };
-        if user.version != record.user_version {
-            return Ok(None);
+        if record.user_version < user.version {
+            return Ok(Verdict::End); // ended by "sign out everywhere" or a new password
+        }
+        if record.user_version > user.version {
+            // Issued after the user row this process read: the read is stale.
+            // Refused now (fail closed), kept for the next, fresher read.
+            return Ok(Verdict::Refuse);
         }
         if *user.role == *record.role {
-            return Ok(Some(record));
+            return Ok(Verdict::Keep(record));
         }
         // The store missed a role change (or has not seen it yet).
         let mut current = (*record).clone();
         current.role = user.role.to_string();
-        Ok(Some(Arc::new(current)))
+        Ok(Verdict::Keep(Arc::new(current)))
     }
 
     fn lock_touching(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<TokenHash>> {
@@ -402,10 +414,14 @@ impl Latchkey {
                 return Err(LoginError::Throttled { retry_after });
             }
         };
-        let user = backend
-            .find_by_username(username)
-            .await
-            .map_err(|e| Error::Backend(e.to_string()))?;
+        let user = match backend.find_by_username(username).await {
+            Ok(user) => user,
+            Err(e) => {
+                // Never judged on its password: an outage must not lock anyone out.
+                throttle.abandon(attempt).await.map_err(Error::from)?;
+                return Err(Error::Backend(e.to_string()).into());
+            }
+        };
         let ok = self
             .0
             .hasher
@@ -415,9 +431,14 @@ impl Latchkey {
             tracing::warn!(target: "latchkey::audit", event = "login_failed", username = name, ip = %meta.ip);
             return Err(LoginError::InvalidCredentials);
         };
-        let Some(user) = self.still_current(backend, user).await? else {
-            tracing::warn!(target: "latchkey::audit", event = "login_superseded", username = name, ip = %meta.ip);
-            return Err(LoginError::InvalidCredentials);
+        let user = match self.still_current(backend, user).await {
+            Ok(Some(user)) => user,
+            found => {
+                throttle.abandon(attempt).await.map_err(Error::from)?;
+                found?;
+                tracing::warn!(target: "latchkey::audit", event = "login_superseded", username = name, ip = %meta.ip);
+                return Err(LoginError::InvalidCredentials);
+            }
         };
         throttle.succeeded(attempt).await.map_err(Error::from)?;
         if self.0.hasher.needs_rehash(user.password_hash()) {
@@ -462,14 +483,17 @@ impl Latchkey {
 
     async fn rehash<B: UserBackend>(&self, backend: &B, user: &B::User, password: &str) {
         let result = match self.0.hasher.hash(password).await {
+            // Only over the hash this sign-in verified: a password changed
+            // while the upgrade hashed must not be undone.
             Ok(hash) => backend
-                .set_password_hash(&user.id(), &hash)
+                .replace_password_hash(&user.id(), user.password_hash(), &hash)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(()) => {
+            Ok(false) => {}
+            Ok(true) => {
                 tracing::info!(target: "latchkey::audit", event = "password_rehashed", username = user.username())
             }
             // The login still succeeds; the upgrade is retried next time.
@@ -496,7 +520,10 @@ impl Latchkey {
         let now = now_ms();
         let mut all = self.0.store.list_user(user_id).await?;
         let version = match &self.0.users {
-            Some(users) => users.state(user_id).await?.map(|u| u.version),
+            Some(users) => match users.state(user_id).await? {
+                Some(u) => Some(u.version),
+                None => return Ok(Vec::new()), // the user is gone
+            },
             None => None,
         };
         // Sessions issued before the user's last "sign out everywhere" are
@@ -567,17 +594,21 @@ impl Latchkey {
         let throttle = &self.0.throttle;
         // Counted before verifying, like sign-ins: a stolen session cannot
         // be used to guess the password faster than the sign-in form allows.
-        let Ok(attempt) = throttle
+        let attempt = match throttle
             .reserve(&throttle_name(&current.username), &meta.ip)
             .await
             .map_err(Error::from)?
-        else {
-            return Err(PasswordChangeError::WrongPassword);
+        {
+            Ok(attempt) => attempt,
+            Err(retry_after) => return Err(PasswordChangeError::Throttled { retry_after }),
         };
-        let user = backend
-            .find_by_id(&current.user_id)
-            .await
-            .map_err(|e| Error::Backend(e.to_string()))?;
+        let user = match backend.find_by_id(&current.user_id).await {
+            Ok(user) => user,
+            Err(e) => {
+                throttle.abandon(attempt).await.map_err(Error::from)?;
+                return Err(Error::Backend(e.to_string()).into());
+            }
+        };
         let ok = self
             .0
             .hasher
@@ -600,14 +631,11 @@ impl Latchkey {
         let hash = self.0.hasher.hash(new_password).await?;
         let id = user.id();
         let backend_err = |e: crate::user::BackendError| Error::Backend(e.to_string());
+        // One write: every session issued before is refused from here on,
+        // also one a sign-in still in flight is about to create, and a
+        // request cancelled after it leaves nothing half done.
         backend
-            .set_password_hash(&id, &hash)
-            .await
-            .map_err(backend_err)?;
-        // Every session issued before this point is refused from here on,
-        // also one a sign-in still in flight is about to create.
-        backend
-            .bump_session_version(&id)
+            .change_password_hash(&id, &hash)
             .await
             .map_err(backend_err)?;
         if let Some(users) = &self.0.users {

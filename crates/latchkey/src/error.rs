@@ -51,6 +51,12 @@ pub enum PasswordChangeError {
     /// The new password breaks the policy; the reason is user-facing.
     #[error("{0}")]
     Rejected(String),
+    /// Too many wrong current passwords; try again after `retry_after`.
+    #[error("Too many failed attempts. Try again in {} seconds.", retry_after.as_secs().max(1))]
+    Throttled {
+        /// How long until the block lapses.
+        retry_after: Duration,
+    },
     /// A store or the hasher failed.
     #[error(transparent)]
     Unavailable(#[from] Error),
@@ -126,6 +132,9 @@ impl IntoResponse for PasswordChangeError {
                 detail(StatusCode::FORBIDDEN, "Invalid credentials")
             }
             PasswordChangeError::Rejected(why) => detail(StatusCode::UNPROCESSABLE_ENTITY, &why),
+            PasswordChangeError::Throttled { retry_after } => {
+                LoginError::Throttled { retry_after }.into_response()
+            }
             PasswordChangeError::Unavailable(e) => e.into_response(),
         }
     }

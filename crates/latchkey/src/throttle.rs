@@ -113,48 +113,81 @@ impl Throttle {
     /// Counts an attempt for `username` from `ip` and decides on it:
     /// `Ok(attempt)` when it may be verified, `Err(wait)` when it must be
     /// refused now. Each limit is one atomic increment read back, so the
-    /// limits hold when attempts arrive together.
+    /// limits hold when attempts arrive together; a refused attempt takes
+    /// back every increment it made, so refusals never count (neither
+    /// towards a lockout nor against the address's budget).
     pub async fn reserve(
         &self,
         username: &str,
         ip: &str,
     ) -> Result<Result<Attempt, Duration>, StoreError> {
         let keys = Keys::new(username, ip);
+        let mut taken: Vec<&str> = Vec::with_capacity(3);
+        let verdict = self.decide(&keys, &mut taken).await;
+        if !matches!(verdict, Ok(None)) {
+            for key in taken {
+                self.counters.release(key).await?;
+            }
+        }
+        Ok(match verdict? {
+            None => Ok(Attempt { keys }),
+            Some(ms) => Err(wait(ms)),
+        })
+    }
+
+    /// The increments behind [`Throttle::reserve`]; `Some(ms)` to refuse.
+    /// `taken` collects the keys incremented so far.
+    async fn decide<'k>(
+        &self,
+        keys: &'k Keys,
+        taken: &mut Vec<&'k str>,
+    ) -> Result<Option<i64>, StoreError> {
         let c = &self.config;
         let (n, left) = self.counters.hit(&keys.user_addr, c.window, false).await?;
+        taken.push(&keys.user_addr);
         if n > c.per_user_and_address {
-            return Ok(Err(wait(left)));
+            return Ok(Some(left));
         }
         let (n, left) = self.counters.hit(&keys.addr, c.window, false).await?;
+        taken.push(&keys.addr);
         if n > c.per_address {
-            return Ok(Err(wait(left)));
+            return Ok(Some(left));
         }
-        // Peek first so a locked account is not kept locked by refused attempts.
+        // Peek first so a locked account's window is not slid by refusals.
         if let Some((n, left)) = self.counters.peek(&keys.account).await? {
             if n >= c.account_hard_limit {
-                return Ok(Err(wait(left)));
+                return Ok(Some(left));
             }
         }
         let (n, left) = self
             .counters
             .hit(&keys.account, c.account_window, true)
             .await?;
+        taken.push(&keys.account);
         if n > c.account_hard_limit {
-            return Ok(Err(wait(left)));
+            return Ok(Some(left));
         }
-        if n > c.account_delay_after {
-            // Past the soft limit one attempt per doubling delay: the gate
-            // counter lets the first attempt of each delay window through.
-            let doublings = (n - 1 - c.account_delay_after).min(32) as u32;
+        if n >= c.account_delay_after {
+            // From the soft limit on, each attempt shuts a gate behind it
+            // for a delay doubling from 1 s; the next must find it open.
+            let doublings = (n - c.account_delay_after).min(32) as u32;
             let delay = Duration::from_secs(1u64 << doublings).min(c.max_delay);
             let (g, gate_left) = self.counters.hit(&keys.gate, delay, false).await?;
-            if g > 1 {
-                // Refused here, so it must not count towards the hard limit.
-                self.counters.release(&keys.account).await?;
-                return Ok(Err(wait(gate_left)));
+            if n > c.account_delay_after && g > 1 {
+                return Ok(Some(gate_left));
             }
         }
-        Ok(Ok(Attempt { keys }))
+        Ok(None)
+    }
+
+    /// Takes back an attempt that was never judged on its password (the
+    /// user store failed, or the account changed while it was hashed), so
+    /// outages and races do not lock anyone out.
+    pub async fn abandon(&self, attempt: Attempt) -> Result<(), StoreError> {
+        let k = attempt.keys;
+        self.counters.release(&k.user_addr).await?;
+        self.counters.release(&k.addr).await?;
+        self.counters.release(&k.account).await
     }
 
     /// The attempt's password was right: clears the username's failures
@@ -268,14 +301,14 @@ mod tests {
             account_hard_limit: 6,
             ..Default::default()
         });
+        // The 3rd failure shuts the gate for 1 s; the next attempt waits.
         for i in 0..3 {
             fail(&t, "carol", &format!("10.1.0.{i}")).await.unwrap();
         }
-        // The 4th passes and shuts the gate for a second; the 5th waits.
-        fail(&t, "carol", "10.1.0.3").await.unwrap();
         let first = fail(&t, "carol", "10.2.0.1").await.expect_err("delayed");
         assert!(first <= Duration::from_secs(1));
         tokio::time::sleep(Duration::from_millis(1100)).await;
+        // The 4th passes and shuts it for 2 s.
         fail(&t, "carol", "10.2.0.2")
             .await
             .expect("gate open again");
@@ -285,11 +318,51 @@ mod tests {
         fail(&t, "carol", "10.2.0.4")
             .await
             .expect("gate open again");
-        // 6 counted: the hard stop holds from any address.
+        tokio::time::sleep(Duration::from_millis(4100)).await;
+        fail(&t, "carol", "10.2.0.5")
+            .await
+            .expect("gate open again");
+        // 6 counted (refusals were taken back): the hard stop holds anywhere.
         let hard = fail(&t, "carol", "10.3.0.1").await.expect_err("hard stop");
         assert!(hard > Duration::from_secs(3600));
         let ok = t.reserve("dave", "10.3.0.1").await.unwrap().unwrap();
         t.succeeded(ok).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_attempts_cost_nothing() {
+        let t = Arc::new(throttle(ThrottleConfig {
+            account_delay_after: 2,
+            account_hard_limit: 10,
+            ..Default::default()
+        }));
+        fail(&t, "erin", "10.4.0.1").await.unwrap();
+        fail(&t, "erin", "10.4.0.1").await.unwrap();
+        // A burst while the gate is shut: all refused, none counted.
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let t = t.clone();
+                tokio::spawn(async move { fail(&t, "erin", &format!("10.5.{i}.1")).await })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap().is_err());
+        }
+        let (n, _) = t
+            .counters
+            .peek(&Keys::new("erin", "x").account)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 2, "refusals took their increments back");
+        // The victim's own address is not used up by the refusals either.
+        let (n, _) = t
+            .counters
+            .peek(&Keys::new("erin", "10.4.0.1").user_addr)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 2);
     }
 
     #[tokio::test]

@@ -52,4 +52,33 @@ pub trait UserBackend: Send + Sync {
         let _ = user_id;
         Ok(())
     }
+
+    /// A password change: the new hash and a raised session version, ideally
+    /// in one write, so that a request cancelled half-way cannot store the
+    /// new password yet leave the old sessions (a thief's among them) valid.
+    /// The default does the two writes one after the other; override it
+    /// with a single statement where the storage allows.
+    async fn change_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError> {
+        self.set_password_hash(user_id, hash).await?;
+        self.bump_session_version(user_id).await
+    }
+
+    /// Replaces the hash only if it is still `old` (an upgrade at sign-in
+    /// must never overwrite a password changed meanwhile); `false` when it
+    /// was not. The default reads, compares and writes, which leaves a small
+    /// window; override it with a conditional update where the storage allows.
+    async fn replace_password_hash(
+        &self,
+        user_id: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, BackendError> {
+        match self.find_by_id(user_id).await? {
+            Some(u) if u.password_hash() == old => {
+                self.set_password_hash(user_id, new).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
 }

@@ -30,10 +30,9 @@ struct Open {
 pub(super) enum Admission {
     /// There was room.
     Admitted(Slot),
-    /// At the cap: the oldest idle connection was told to close for it.
+    /// At the cap: the oldest idle connection (or, when every one is busy,
+    /// the oldest of all) was told to close for it.
     Replaced(Slot),
-    /// At the cap and every connection busy: the new one must be closed.
-    Refused,
 }
 
 impl Connections {
@@ -61,7 +60,9 @@ impl Connections {
         let mut open = self.lock();
         let replaced = open.by_age.len() >= self.max;
         if replaced && !Self::evict_oldest_idle(&mut open) {
-            return Admission::Refused;
+            // Every connection busy: refusing the new one would let slow
+            // requests held open on every connection lock all clients out.
+            Self::evict_oldest(&mut open);
         }
         let id = open.next_id;
         open.next_id += 1;
@@ -83,6 +84,12 @@ impl Connections {
     /// file descriptor; false if every connection is busy.
     pub(super) fn close_oldest_idle(&self) -> bool {
         Self::evict_oldest_idle(&mut self.lock())
+    }
+
+    fn evict_oldest(open: &mut Open) {
+        if let Some((_, activity)) = open.by_age.pop_first() {
+            activity.evicted.notify_one();
+        }
     }
 
     fn evict_oldest_idle(open: &mut Open) -> bool {
