@@ -635,23 +635,34 @@ def build(out, readme=None):
         total = sq["db_bytes"] + sq["wal_bytes"]
         parts = ", ".join("%s %s" % (k, num(v / sq["rows"])) for k, v in sorted(
             sq.get("by_object", {}).items(), key=lambda kv: -kv[1]) if v / sq["rows"] >= 1)
-        w("| SQLite, on disk | **%s** | (database + WAL file after `wal_checkpoint(TRUNCATE)`) ÷ %s rows, users table and all; %s-byte pages; per object: %s | reported |" % (
-            num(total / sq["rows"]), num(sq["rows"]), num(sq.get("page_size")), parts or "–"))
+        if sq.get("sessions_bytes"):
+            # The file also holds the bulk sessions' users (one per two
+            # sessions): the figure is the sessions table's own pages.
+            w("| SQLite, on disk | **%s** | pages of `latchkey_sessions` and its indexes (`dbstat`) ÷ %s rows, after `wal_checkpoint(TRUNCATE)`; the whole file, with its %s users rows, is %s per session; %s-byte pages; per object, ÷ sessions: %s | reported |" % (
+                num(sq["sessions_bytes"] / sq["rows"]), num(sq["rows"]), num(sq.get("users", 0)),
+                num(total / sq["rows"]), num(sq.get("page_size")), parts or "–"))
+        else:
+            w("| SQLite, on disk | **%s** | (database + WAL file after `wal_checkpoint(TRUNCATE)`) ÷ %s rows, users table (%s rows) and all; %s-byte pages; per object: %s | reported |" % (
+                num(total / sq["rows"]), num(sq["rows"]), num(sq.get("users", 1)),
+                num(sq.get("page_size")), parts or "–"))
     pg = load_json(os.path.join(raw, "bytes", "postgres.json"))
     if pg and pg.get("rows"):
-        w("| PostgreSQL, on disk | **%s** | `pg_total_relation_size('latchkey_sessions')` ÷ %s rows (table %s + indexes %s), after `VACUUM ANALYZE` | reported |" % (
+        w("| PostgreSQL, on disk | **%s** | `pg_total_relation_size('latchkey_sessions')` ÷ %s rows (table %s + indexes %s), after `VACUUM ANALYZE`; the users table is not in it | reported |" % (
             num(pg["total_bytes"] / pg["rows"]), num(pg["rows"]),
             num(pg["table_bytes"] / pg["rows"]), num(pg["index_bytes"] / pg["rows"])))
     rd = load_json(os.path.join(raw, "bytes", "redis-%d.json" % large))
     if rd and rd.get("sessions"):
-        w("| Redis, in memory | **%s** | growth of `used_memory` over loading %s sessions (hash + TTL + per-user set entry) ÷ sessions | reported |" % (
+        w("| Redis, in memory | **%s** | growth of `used_memory` over loading %s sessions (hash + TTL + per-user set entry) ÷ sessions; their users are in SQLite (`users.db`), not in Redis | reported |" % (
             num((rd["used_memory_after"] - rd["used_memory_before"]) / rd["sessions"]), num(rd["sessions"])))
     w("")
     loads = sorted(glob.glob(os.path.join(raw, "load", "*.json")))
     if loads:
-        w("Bulk loads (the benchmark's set-up, not a latchkey figure): " + "; ".join(
-            "%s %s %s rows in %.1f s" % (STORE_LABELS.get(j["store"], j["store"]), j["kind"],
-                                         num(j["rows"]), j["seconds"])
+        w("Bulk loads (the benchmark's set-up, not a latchkey figure; live loads include one "
+          "users row per two sessions, since every session is checked against its user): " + "; ".join(
+            "%s %s %s rows%s in %.1f s" % (STORE_LABELS.get(j["store"], j["store"]), j["kind"],
+                                           num(j["rows"]),
+                                           " + %s users" % num(j["users"]) if "users" in j else "",
+                                           j["seconds"])
             for j in (load_json(p) for p in loads) if j) + ".")
         w("")
 
@@ -723,7 +734,8 @@ def update_readme(path, out, meta, headline, spread_headline, sweeps, mem, sq):
         bits.append("memory store %s bytes resident per session (aim ≤ %d; %s heap bytes)" % (
             num(mem[2]["rss_bytes_per_session"]), MEMORY_TARGET, num(mem[2]["heap_bytes_per_session"])))
     if sq and sq.get("rows"):
-        bits.append("SQLite %s bytes on disk per session" % num((sq["db_bytes"] + sq["wal_bytes"]) / sq["rows"]))
+        bits.append("SQLite %s bytes on disk per session" % num(
+            (sq.get("sessions_bytes") or sq["db_bytes"] + sq["wal_bytes"]) / sq["rows"]))
     if bits:
         lines.append("- " + "; ".join(bits) + ".")
     head, rest = text.split(begin, 1)

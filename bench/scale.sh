@@ -359,6 +359,10 @@ PRAGMA wal_checkpoint(TRUNCATE);
 SQL
 }
 
+# The 32-hex user id of bulk user number U (an SQL expression), the same
+# in every store and in scale.py's known sessions: '%08x%024x' of
+# (U * 2654435761) mod 2^32 and U.
+pg_user_id() { echo "lpad(to_hex(($1 * 2654435761) % 4294967296), 8, '0') || lpad(to_hex($1), 24, '0')"; }
 pg_url() { echo "$PG_BASE?options=-c%20search_path%3D$1"; }
 pg_sql() { # SCHEMA SQL...
   local schema=$1; shift
@@ -373,7 +377,7 @@ INSERT INTO latchkey_sessions (token_hash, id, user_id, username, role, created_
                                last_seen_at, expires_at, user_agent, ip, csrf_secret)
 SELECT decode(md5(random()::text || n::text) || md5(n::text || random()::text), 'hex'),
        md5('id' || n::text || random()::text),
-       md5('u' || ((n + $off) / 2)::text), 'user' || ((n + $off) / 2), 'user',
+       $(pg_user_id "((n + $off) / 2)"), 'user' || ((n + $off) / 2), 'user',
        $(time_cols "$4" "$5"),
        (ARRAY['$UA0', '$UA1', '$UA2'])[(n % 3)::int + 1],
        '198.51.' || ((n >> 8) & 255) || '.' || (n & 255),
@@ -390,6 +394,65 @@ redis_load() { # PREFIX N OFFSET live|expired NOW
   python3 "$BENCH_DIR/scale.py" redis-load "$@" | rcli --pipe >"$WORK/redis-pipe.log" 2>&1 \
     || { cat "$WORK/redis-pipe.log" >&2; die "redis-cli --pipe failed"; }
   grep -q 'errors: 0' "$WORK/redis-pipe.log" || { cat "$WORK/redis-pipe.log" >&2; die "redis load had errors"; }
+}
+
+# The users the bulk sessions belong to. Every session is checked against
+# its user in latchkey_users (the user must exist, and its session_version
+# equal the session's user_version; both 0 here), so each distinct bulk user
+# id gets one row: user numbers FIRST..LAST, ids as in the sessions, username
+# 'user' || n (username_key its lower-case form, as `latchkey::username::fold`
+# leaves it), a placeholder password hash nobody can sign in with. The table
+# is the server's own, made by `latchkey user add` before any load. One
+# INSERT ... SELECT, like the session loads.
+sqlite_users_load() { # DBFILE FIRST LAST
+  [ "$3" -ge "$2" ] || return 0
+  sqlite3 "$1" >/dev/null <<SQL
+.timeout 10000
+PRAGMA synchronous = OFF;
+PRAGMA cache_size = -524288;
+BEGIN;
+WITH RECURSIVE c(u) AS (SELECT $2 UNION ALL SELECT u + 1 FROM c WHERE u < $3)
+INSERT OR IGNORE INTO latchkey_users (id, username, username_key, password_hash, role,
+                                      created_at, session_version)
+SELECT printf('%08x%024x', (u * 2654435761) % 4294967296, u), 'user' || u, lower('user' || u),
+       '!bulk-loaded: no password', 'user', 0, 0
+FROM c;
+COMMIT;
+PRAGMA wal_checkpoint(TRUNCATE);
+SQL
+}
+pg_users_load() { # SCHEMA FIRST LAST
+  [ "$3" -ge "$2" ] || return 0
+  pg_sql "$1" >/dev/null <<SQL
+SET synchronous_commit = off;
+INSERT INTO latchkey_users (id, username, username_key, password_hash, role, created_at, session_version)
+SELECT $(pg_user_id u), 'user' || u, lower('user' || u), '!bulk-loaded: no password', 'user', 0, 0
+FROM generate_series($2::bigint, $3) AS u
+ON CONFLICT DO NOTHING;
+SQL
+  pg_sql "$1" -c "VACUUM ANALYZE latchkey_users" >/dev/null
+}
+# Users of the live sessions setup_store loads: ROWS bulk rows from user
+# number 0 (two per user), then K known ones from row offset OFFSET.
+users_load() { # NAME ROWS K OFFSET
+  local name=$1 rows=$2 k=$3 off=$4 ranges=() r first last
+  [ "$rows" -gt 0 ] && ranges+=("0 $(( (rows - 1) / 2 ))")
+  [ "$k" -gt 0 ] && ranges+=("$(( off / 2 )) $(( (off + k - 1) / 2 ))")
+  for r in "${ranges[@]}"; do
+    read -r first last <<<"$r"
+    case "${name%-*}" in
+      sqlite) sqlite_users_load "${SQLITE_FILE[$name]}" "$first" "$last" ;;
+      postgres) pg_users_load "${SCHEMA[$name]}" "$first" "$last" ;;
+      redis) sqlite_users_load "${USERS_FILE[$name]}" "$first" "$last" ;;
+    esac
+  done
+}
+users_count() { # NAME
+  case "${1%-*}" in
+    sqlite) sqlite3 "${SQLITE_FILE[$1]}" ".timeout 5000" "SELECT count(*) FROM latchkey_users" ;;
+    postgres) pg_sql "${SCHEMA[$1]}" -c "SELECT count(*) FROM latchkey_users" ;;
+    redis) sqlite3 "${USERS_FILE[$1]}" ".timeout 5000" "SELECT count(*) FROM latchkey_users" ;;
+  esac
 }
 
 live_count() { # NAME
@@ -469,7 +532,7 @@ mkdir -p "$RAW/get" "$RAW/sweep" "$RAW/bytes" "$RAW/load"
 } >"$RAW/meta.env"
 
 # ---- the stores: for each store kind, a small and a large one
-declare -A SQLITE_FILE SCHEMA PREFIX
+declare -A SQLITE_FILE SCHEMA PREFIX USERS_FILE
 LIVE_STORES=()
 for store in $STORES; do
   case "$store" in
@@ -500,6 +563,7 @@ setup_store() { # STORE SIZE
     redis)
       PREFIX[$name]="latchkey-scale-$STAMP-$size:"
       REDIS_PREFIXES+=("${PREFIX[$name]}")
+      USERS_FILE[$name]="$dir/users.db"
       DBURL[$name]="sqlite://$dir/users.db"
       SESSURL[$name]="$REDIS_BASE?prefix=${PREFIX[$name]}"
       ;;
@@ -541,11 +605,23 @@ setup_store() { # STORE SIZE
       echo "{\"sessions\": $n, \"used_memory_before\": $mem0, \"used_memory_after\": $mem1}" >"$RAW/bytes/redis-$size.json"
       ;;
   esac
+  # After the Redis memory reading: the users live in SQLite (users.db).
+  users_load "$name" $((n - k)) "$k" "$n"
   echo "$k" >"$dir/spread-count"
   t1=$(now)
-  echo "{\"store\": \"$store\", \"size\": $size, \"rows\": $n, \"kind\": \"live\", \"seconds\": $(python3 -c "print(round($t1 - $t0, 2))")}" \
+  local users
+  users=$(users_count "$name")
+  echo "{\"store\": \"$store\", \"size\": $size, \"rows\": $n, \"users\": $users, \"kind\": \"live\", \"seconds\": $(python3 -c "print(round($t1 - $t0, 2))")}" \
     >"$RAW/load/$name-live.json"
-  log "$name: loaded in $(python3 -c "print(round($t1 - $t0, 1))") s"
+  log "$name: loaded in $(python3 -c "print(round($t1 - $t0, 1))") s ($users users, the bench's own included)"
+  # Every bulk session has its user (one anti-join, not timed above); the
+  # Redis store's users are in another database, checked by bring_up's GET.
+  local orphans=0 q="SELECT count(*) FROM latchkey_sessions s WHERE NOT EXISTS (SELECT 1 FROM latchkey_users u WHERE u.id = s.user_id)"
+  case "$store" in
+    sqlite) orphans=$(sqlite3 "${SQLITE_FILE[$name]}" ".timeout 5000" "$q") ;;
+    postgres) orphans=$(pg_sql "${SCHEMA[$name]}" -c "$q") ;;
+  esac
+  [ "$orphans" = 0 ] || die "$name: $orphans bulk sessions have no users row"
 }
 
 for store in "${LIVE_STORES[@]}"; do
@@ -602,7 +678,13 @@ for store in "${LIVE_STORES[@]}"; do
       db=$(stat -c %s "$f"); wal=$(stat -c %s "$f-wal" 2>/dev/null || echo 0)
       pages=$(sqlite3 "$f" "SELECT json_group_object(name, bytes) FROM (SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name)" 2>/dev/null || echo '{}')
       [ -n "$pages" ] || pages='{}'
-      echo "{\"rows\": $rows, \"db_bytes\": $db, \"wal_bytes\": $wal, \"page_size\": $(sqlite3 "$f" 'PRAGMA page_size'), \"by_object\": $pages}" >"$RAW/bytes/sqlite.json"
+      # The file also holds the bulk sessions' users (one row per two
+      # sessions): the per-session figure counts latchkey_sessions' own
+      # pages (table and its indexes, from dbstat), the file size is kept beside it.
+      sess=$(sqlite3 "$f" "SELECT coalesce(sum(pgsize), 'null') FROM dbstat WHERE name IN (SELECT name FROM sqlite_master WHERE tbl_name = 'latchkey_sessions')" 2>/dev/null || echo null)
+      [ -n "$sess" ] || sess=null
+      users=$(sqlite3 "$f" "SELECT count(*) FROM latchkey_users")
+      echo "{\"rows\": $rows, \"users\": $users, \"sessions_bytes\": $sess, \"db_bytes\": $db, \"wal_bytes\": $wal, \"page_size\": $(sqlite3 "$f" 'PRAGMA page_size'), \"by_object\": $pages}" >"$RAW/bytes/sqlite.json"
       ;;
     postgres)
       pg_sql "${SCHEMA[$name]}" -c "SELECT json_build_object('rows', (SELECT count(*) FROM latchkey_sessions),
