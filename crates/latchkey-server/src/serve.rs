@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use latchkey::password::PasswordPolicy;
 use latchkey::throttle::ThrottleConfig;
-use latchkey::{Config, Latchkey};
+use latchkey::Latchkey;
 
 use crate::app::{router, App};
 use crate::cli::ServeArgs;
@@ -46,7 +46,12 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::runtime(e.to_string()))?;
     let users = Users::open(&args.stores.database).map_err(Failure::usage)?;
 
-    let config = Config::new(secrecy::ExposeSecret::expose_secret(&secret.0).to_vec())
+    // Sessions are checked against the users table too, so a removal or
+    // "sign out everywhere" the session store missed still ends them.
+    let auth = Latchkey::builder()
+        .secret(secrecy::ExposeSecret::expose_secret(&secret.0).to_vec())
+        .store(store)
+        .users(users.clone())
         .timeouts(args.idle_timeout, args.absolute_timeout)
         .secure(!args.dev)
         .password_policy(PasswordPolicy {
@@ -62,14 +67,10 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         })
         .max_pending_logins(args.max_pending_logins as usize)
         .trusted_proxies(args.trusted_proxies.clone())
-        .trusted_origins(args.trusted_origins.clone());
-    // Refuse a bad trusted origin at start-up, as a usage error.
-    latchkey::csrf::cross_origin_layer(&args.trusted_origins)
-        .map(drop)
-        .map_err(Failure::usage)?;
-    // Sessions are checked against the users table too, so a removal or
-    // "sign out everywhere" the session store missed still ends them.
-    let auth = Latchkey::with_users(config, store, users.clone());
+        .trusted_origins(args.trusted_origins.clone())
+        .build()
+        // A bad trusted origin and the like: a usage error at start-up.
+        .map_err(|e| Failure::usage(e.to_string()))?;
     auth.spawn_sweeper();
 
     let listener = tokio::net::TcpListener::bind(args.bind)

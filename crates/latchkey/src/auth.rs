@@ -7,23 +7,26 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretSlice};
 
+use crate::authenticator::{Refusal, Who};
 use crate::client::RequestMeta;
 use crate::cookie::CookieConfig;
+use crate::csrf::RejectFn;
 use crate::error::{Error, LoginError, PasswordChangeError};
 use crate::password::{HashParams, PasswordHasher, PasswordPolicy};
 use crate::session::{now_ms, random_bytes, SessionRecord, SessionToken, Timeouts, TokenHash};
 use crate::store::Store;
 use crate::throttle::{Throttle, ThrottleConfig};
-use crate::user::{AuthUser, UserBackend};
-use crate::user_check::UserCheck;
+use crate::user::UserBackend;
+use crate::user_check::{Directory, UserCheck};
 use crate::LatchkeyLayer;
+use tower_http::csrf::CsrfLayer;
 
 /// Logs hold at most this many characters of a name a client sent.
 const LOGGED_NAME_CHARS: usize = 64;
 
 /// A client-sent name as logs may hold it: cut to [`LOGGED_NAME_CHARS`], so
 /// a long hostile username cannot make every refused attempt a large log line.
-fn clip(name: &str) -> &str {
+pub(crate) fn clip(name: &str) -> &str {
     name.char_indices()
         .nth(LOGGED_NAME_CHARS)
         .map_or(name, |(i, _)| &name[..i])
@@ -33,7 +36,7 @@ fn clip(name: &str) -> &str {
 /// signs in to one account (`ALICE`, fullwidth `ａｌｉｃｅ`), so case variants
 /// cannot stretch the limits. Names far too long to be anyone's are counted
 /// as sent, without Unicode work on hostile input (they are hashed anyway).
-fn throttle_name(name: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn throttle_name(name: &str) -> std::borrow::Cow<'_, str> {
     if name.len() > 4 * 1024 {
         std::borrow::Cow::Borrowed(name)
     } else {
@@ -41,7 +44,8 @@ fn throttle_name(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Settings; start from [`Config::new`] and change what you need.
+/// Settings in force, as [`Latchkey::builder`] made them (read them with
+/// [`Latchkey::config`]).
 #[derive(Clone)]
 pub struct Config {
     pub(crate) key: SecretSlice<u8>,
@@ -61,7 +65,7 @@ impl Config {
     /// Safe defaults around a server secret of 32 or more random bytes (it
     /// keys the sign-in forms' CSRF tokens): 30 min idle, 8 h absolute,
     /// `Secure` `__Host-` cookies, OWASP Argon2id, default throttling.
-    pub fn new(key: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn new(key: impl Into<Vec<u8>>) -> Self {
         Self {
             key: SecretSlice::from(key.into()),
             timeouts: Timeouts::new(Duration::from_secs(30 * 60), Duration::from_secs(8 * 3600)),
@@ -78,32 +82,32 @@ impl Config {
     }
 
     /// Idle and absolute timeouts (the absolute one rules when shorter).
-    pub fn timeouts(mut self, idle: Duration, absolute: Duration) -> Self {
+    pub(crate) fn timeouts(mut self, idle: Duration, absolute: Duration) -> Self {
         self.timeouts = Timeouts::new(idle, absolute);
         self
     }
 
     /// `false` only for plain-HTTP development: cookies lose `Secure` and
     /// the `__Host-` prefix, and no HSTS header is sent.
-    pub fn secure(mut self, secure: bool) -> Self {
+    pub(crate) fn secure(mut self, secure: bool) -> Self {
         self.secure = secure;
         self
     }
 
     /// Throttling limits.
-    pub fn throttle(mut self, throttle: ThrottleConfig) -> Self {
+    pub(crate) fn throttle(mut self, throttle: ThrottleConfig) -> Self {
         self.throttle = throttle;
         self
     }
 
     /// Password rules for new passwords.
-    pub fn password_policy(mut self, policy: PasswordPolicy) -> Self {
+    pub(crate) fn password_policy(mut self, policy: PasswordPolicy) -> Self {
         self.policy = policy;
         self
     }
 
     /// Argon2id parameters for new hashes, and how many may run at once.
-    pub fn hashing(mut self, params: HashParams, concurrency: usize) -> Self {
+    pub(crate) fn hashing(mut self, params: HashParams, concurrency: usize) -> Self {
         self.hash_params = params;
         self.hash_concurrency = concurrency.max(1);
         self
@@ -112,27 +116,32 @@ impl Config {
     /// How many requests may wait for a password hash at once (default
     /// 256); past that, sign-ins and password changes get 503 with
     /// `Retry-After` instead of queueing without bound.
-    pub fn max_pending_logins(mut self, n: usize) -> Self {
+    pub(crate) fn max_pending_logins(mut self, n: usize) -> Self {
         self.max_pending_logins = n.max(1);
         self
     }
 
     /// Where signed-out browsers are sent (default `/login`).
-    pub fn login_path(mut self, path: impl Into<String>) -> Self {
+    pub(crate) fn login_path(mut self, path: impl Into<String>) -> Self {
         self.login_path = path.into();
         self
     }
 
     /// Origins besides the request's own allowed to send unsafe methods.
-    pub fn trusted_origins(mut self, origins: Vec<String>) -> Self {
+    pub(crate) fn trusted_origins(mut self, origins: Vec<String>) -> Self {
         self.trusted_origins = origins;
         self
     }
 
     /// Proxies whose `X-Forwarded-For` names the client; from any other
     /// peer the header is ignored.
-    pub fn trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+    pub(crate) fn trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
         self.trusted_proxies = proxies;
+        self
+    }
+
+    pub(crate) fn with_key(mut self, key: Vec<u8>) -> Self {
+        self.key = SecretSlice::from(key);
         self
     }
 
@@ -177,7 +186,7 @@ enum Verdict {
 }
 
 /// A new session: send `set_cookie` as `Set-Cookie`.
-pub struct LoginSuccess {
+pub struct SignedIn {
     /// The record as stored.
     pub record: SessionRecord,
     /// `Set-Cookie` header value carrying the new token.
@@ -192,6 +201,7 @@ pub(crate) struct Inner {
     cookies: CookieConfig,
     touching: std::sync::Mutex<std::collections::HashSet<TokenHash>>,
     users: Option<UserCheck>,
+    cross_origin: CsrfLayer<RejectFn>,
 }
 
 /// The latchkey handle: cheap to clone, shared by the layer and extractors.
@@ -199,28 +209,12 @@ pub(crate) struct Inner {
 pub struct Latchkey(pub(crate) Arc<Inner>);
 
 impl Latchkey {
-    /// Sessions and throttle counters in `store`, configured by `config`.
-    /// Sessions are trusted as the store keeps them; prefer
-    /// [`Latchkey::with_users`], which also checks each session's user.
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
-        Self::build(config, store, None)
-    }
-
-    /// Like [`Latchkey::new`], and every session is checked against its
-    /// user in `users` (looked up at most once a millisecond per user): a
-    /// session whose user is gone or whose
-    /// [`session_version`](AuthUser::session_version) moved on is refused,
-    /// and the user's current role applies, even when the session store
-    /// missed the change.
-    pub fn with_users<B: UserBackend + 'static>(
+    pub(crate) fn assemble(
         config: Config,
         store: Arc<dyn Store>,
-        users: B,
+        users: Option<UserCheck>,
+        cross_origin: CsrfLayer<RejectFn>,
     ) -> Self {
-        Self::build(config, store, Some(UserCheck::new(users)))
-    }
-
-    fn build(config: Config, store: Arc<dyn Store>, users: Option<UserCheck>) -> Self {
         let counters: Arc<dyn crate::store::CounterStore> = store.clone();
         Self(Arc::new(Inner {
             hasher: PasswordHasher::with_max_pending(
@@ -232,9 +226,18 @@ impl Latchkey {
             cookies: CookieConfig::new(config.secure, config.timeouts.absolute()),
             touching: Default::default(),
             users,
+            cross_origin,
             store,
             config,
         }))
+    }
+
+    pub(crate) fn cross_origin(&self) -> &CsrfLayer<RejectFn> {
+        &self.0.cross_origin
+    }
+
+    pub(crate) fn directory(&self) -> Option<&dyn Directory> {
+        self.0.users.as_ref().map(|u| u.backend.as_ref())
     }
 
     /// The tower layer: makes this handle reachable from extractors, refuses
@@ -256,6 +259,10 @@ impl Latchkey {
     /// The Argon2id hasher (bounded pool).
     pub fn hasher(&self) -> &PasswordHasher {
         &self.0.hasher
+    }
+
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.0.throttle
     }
 
     /// The rules for new passwords.
@@ -368,13 +375,9 @@ impl Latchkey {
         (token, record)
     }
 
-    async fn issue(
-        &self,
-        token: SessionToken,
-        record: SessionRecord,
-    ) -> Result<LoginSuccess, Error> {
+    async fn issue(&self, token: SessionToken, record: SessionRecord) -> Result<SignedIn, Error> {
         self.0.store.create(&record).await?;
-        Ok(LoginSuccess {
+        Ok(SignedIn {
             set_cookie: self.0.cookies.session(&token),
             record,
         })
@@ -388,6 +391,9 @@ impl Latchkey {
     /// session the request came with (no fixation), upgrades a weak hash,
     /// and issues a fresh token carrying the user's current role.
     ///
+    /// In a handler, [`Auth::login`](crate::Auth::login) does this with the
+    /// request's own address and cookie.
+    ///
     /// # Errors
     /// [`LoginError::InvalidCredentials`] for an unknown user or a wrong
     /// password alike, [`LoginError::Throttled`] past a limit, and
@@ -399,51 +405,30 @@ impl Latchkey {
         password: &str,
         meta: &RequestMeta,
         previous: Option<&SessionToken>,
-    ) -> Result<LoginSuccess, LoginError> {
-        let name = clip(username);
-        let slot = self.0.hasher.slot()?;
-        let throttle = &self.0.throttle;
-        let attempt = match throttle
-            .reserve(&throttle_name(username), &meta.ip)
+    ) -> Result<SignedIn, LoginError> {
+        self.sign_in(backend, username, password, meta, previous)
             .await
-            .map_err(Error::from)?
+    }
+
+    pub(crate) async fn sign_in(
+        &self,
+        users: &dyn Directory,
+        username: &str,
+        password: &str,
+        meta: &RequestMeta,
+        previous: Option<&SessionToken>,
+    ) -> Result<SignedIn, LoginError> {
+        let user = match self
+            .authenticate(users, Who::Name(username), password, meta)
+            .await
         {
-            Ok(attempt) => attempt,
-            Err(retry_after) => {
-                tracing::warn!(target: "latchkey::audit", event = "login_throttled", username = name, ip = %meta.ip, retry_after = retry_after.as_secs());
-                return Err(LoginError::Throttled { retry_after });
-            }
-        };
-        let user = match backend.find_by_username(username).await {
             Ok(user) => user,
-            Err(e) => {
-                // Never judged on its password: an outage must not lock anyone out.
-                throttle.abandon(attempt).await.map_err(Error::from)?;
-                return Err(Error::Backend(e.to_string()).into());
+            Err(Refusal::Throttled(retry_after)) => {
+                return Err(LoginError::Throttled { retry_after })
             }
+            Err(Refusal::Invalid) => return Err(LoginError::InvalidCredentials),
+            Err(Refusal::Unavailable(e)) => return Err(e.into()),
         };
-        let ok = self
-            .0
-            .hasher
-            .verify_in(slot, password, user.as_ref().map(|u| u.password_hash()))
-            .await?;
-        let Some(user) = user.filter(|_| ok) else {
-            tracing::warn!(target: "latchkey::audit", event = "login_failed", username = name, ip = %meta.ip);
-            return Err(LoginError::InvalidCredentials);
-        };
-        let user = match self.still_current(backend, user).await {
-            Ok(Some(user)) => user,
-            found => {
-                throttle.abandon(attempt).await.map_err(Error::from)?;
-                found?;
-                tracing::warn!(target: "latchkey::audit", event = "login_superseded", username = name, ip = %meta.ip);
-                return Err(LoginError::InvalidCredentials);
-            }
-        };
-        throttle.succeeded(attempt).await.map_err(Error::from)?;
-        if self.0.hasher.needs_rehash(user.password_hash()) {
-            self.rehash(backend, &user, password).await;
-        }
         if let Some(previous) = previous {
             self.0
                 .store
@@ -451,67 +436,31 @@ impl Latchkey {
                 .await
                 .map_err(Error::from)?;
         }
-        let (token, record) = self.new_record(
-            user.id(),
-            user.username().to_owned(),
-            user.role().to_owned(),
-            user.session_version(),
-            meta,
-        );
+        let (token, record) =
+            self.new_record(user.id, user.username, user.role, user.version, meta);
         let done = self.issue(token, record).await?;
-        tracing::info!(target: "latchkey::audit", event = "login", username = name, ip = %meta.ip, session = %done.record.id);
+        tracing::info!(target: "latchkey::audit", event = "login", username = clip(username), ip = %meta.ip, session = %done.record.id);
         Ok(done)
     }
 
-    /// The user as the backend has them after a hash: `None` when they were
-    /// removed, their password changed or their sessions were ended while
-    /// the hash ran — a sign-in that was in flight must not outlive that.
-    async fn still_current<B: UserBackend>(
-        &self,
-        backend: &B,
-        verified: B::User,
-    ) -> Result<Option<B::User>, Error> {
-        let now = backend
-            .find_by_id(&verified.id())
-            .await
-            .map_err(|e| Error::Backend(e.to_string()))?;
-        Ok(now.filter(|u| {
-            u.session_version() == verified.session_version()
-                && u.password_hash() == verified.password_hash()
-        }))
-    }
-
-    async fn rehash<B: UserBackend>(&self, backend: &B, user: &B::User, password: &str) {
-        let result = match self.0.hasher.hash(password).await {
-            // Only over the hash this sign-in verified: a password changed
-            // while the upgrade hashed must not be undone.
-            Ok(hash) => backend
-                .replace_password_hash(&user.id(), user.password_hash(), &hash)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(false) => {}
-            Ok(true) => {
-                tracing::info!(target: "latchkey::audit", event = "password_rehashed", username = user.username())
-            }
-            // The login still succeeds; the upgrade is retried next time.
-            Err(e) => {
-                tracing::warn!(username = user.username(), error = %e, "password hash upgrade failed")
-            }
-        }
-    }
-
-    /// Ends the request's session on the server (idempotent).
+    /// Ends the request's session on the server (idempotent). In a
+    /// handler, [`Auth::logout`](crate::Auth::logout) also clears the cookie.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the store cannot be reached.
     pub async fn logout(&self, headers: &HeaderMap) -> Result<(), Error> {
-        if let Some(token) = self.0.cookies.token(headers) {
-            let key = token.hash();
-            if let Some(record) = self.0.store.load(&key).await? {
-                tracing::info!(target: "latchkey::audit", event = "logout", username = %record.username, session = %record.id);
-            }
-            self.0.store.delete(&key).await?;
+        match self.0.cookies.token(headers) {
+            Some(token) => self.end_token(&token).await,
+            None => Ok(()),
         }
+    }
+
+    pub(crate) async fn end_token(&self, token: &SessionToken) -> Result<(), Error> {
+        let key = token.hash();
+        if let Some(record) = self.0.store.load(&key).await? {
+            tracing::info!(target: "latchkey::audit", event = "logout", username = %record.username, session = %record.id);
+        }
+        self.0.store.delete(&key).await?;
         Ok(())
     }
 
@@ -550,7 +499,7 @@ impl Latchkey {
 
     /// Ends every session of `user_id` except `keep`. Ending all of them
     /// (no `keep`) also raises the user's session version (with
-    /// [`Latchkey::with_users`]) first, so a sign-in in flight cannot
+    /// [`Builder::users`](crate::Builder::users)) first, so a sign-in in flight cannot
     /// outlive it, and sessions stay refused even if the store delete fails.
     ///
     /// # Errors
@@ -580,7 +529,12 @@ impl Latchkey {
 
     /// Changes the signed-in user's password after checking the current
     /// one: every other session ends and this one gets a new token (same
-    /// handle, same absolute deadline).
+    /// handle, same absolute deadline). Attempts are counted like sign-ins.
+    ///
+    /// # Errors
+    /// [`PasswordChangeError::WrongPassword`], [`PasswordChangeError::Throttled`],
+    /// [`PasswordChangeError::Rejected`] (the policy's reason), or
+    /// [`PasswordChangeError::Unavailable`].
     pub async fn change_password<B: UserBackend>(
         &self,
         backend: &B,
@@ -588,76 +542,63 @@ impl Latchkey {
         current_password: &str,
         new_password: &str,
         meta: &RequestMeta,
-    ) -> Result<LoginSuccess, PasswordChangeError> {
-        let name = clip(&current.username);
-        let slot = self.0.hasher.slot()?;
-        let throttle = &self.0.throttle;
-        // Counted before verifying, like sign-ins: a stolen session cannot
-        // be used to guess the password faster than the sign-in form allows.
-        let attempt = match throttle
-            .reserve(&throttle_name(&current.username), &meta.ip)
+    ) -> Result<SignedIn, PasswordChangeError> {
+        self.new_password(backend, current, current_password, new_password, meta)
             .await
-            .map_err(Error::from)?
-        {
-            Ok(attempt) => attempt,
-            Err(retry_after) => return Err(PasswordChangeError::Throttled { retry_after }),
+    }
+
+    pub(crate) async fn new_password(
+        &self,
+        users: &dyn Directory,
+        current: &SessionRecord,
+        current_password: &str,
+        new_password: &str,
+        meta: &RequestMeta,
+    ) -> Result<SignedIn, PasswordChangeError> {
+        let who = Who::Id {
+            id: &current.user_id,
+            name: &current.username,
         };
-        let user = match backend.find_by_id(&current.user_id).await {
+        let user = match self.authenticate(users, who, current_password, meta).await {
             Ok(user) => user,
-            Err(e) => {
-                throttle.abandon(attempt).await.map_err(Error::from)?;
-                return Err(Error::Backend(e.to_string()).into());
+            Err(Refusal::Throttled(retry_after)) => {
+                return Err(PasswordChangeError::Throttled { retry_after })
             }
+            Err(Refusal::Invalid) => {
+                tracing::warn!(target: "latchkey::audit", event = "password_change_failed", username = clip(&current.username), ip = %meta.ip);
+                return Err(PasswordChangeError::WrongPassword);
+            }
+            Err(Refusal::Unavailable(e)) => return Err(e.into()),
         };
-        let ok = self
-            .0
-            .hasher
-            .verify_in(
-                slot,
-                current_password,
-                user.as_ref().map(|u| u.password_hash()),
-            )
-            .await?;
-        let Some(user) = user.filter(|_| ok) else {
-            tracing::warn!(target: "latchkey::audit", event = "password_change_failed", username = name, ip = %meta.ip);
-            return Err(PasswordChangeError::WrongPassword);
-        };
-        throttle.succeeded(attempt).await.map_err(Error::from)?;
         self.0
             .config
             .policy
-            .check(user.username(), new_password)
+            .check(&user.username, new_password)
             .map_err(PasswordChangeError::Rejected)?;
         let hash = self.0.hasher.hash(new_password).await?;
-        let id = user.id();
         let backend_err = |e: crate::user::BackendError| Error::Backend(e.to_string());
         // One write: every session issued before is refused from here on,
         // also one a sign-in still in flight is about to create, and a
         // request cancelled after it leaves nothing half done.
-        backend
-            .change_password_hash(&id, &hash)
+        users
+            .change_hash(&user.id, &hash)
             .await
             .map_err(backend_err)?;
-        if let Some(users) = &self.0.users {
-            users.forget(&id);
+        if let Some(check) = &self.0.users {
+            check.forget(&user.id);
         }
         self.0
             .store
-            .delete_user(&id, None)
+            .delete_user(&user.id, None)
             .await
             .map_err(Error::from)?;
-        let user = backend
-            .find_by_id(&id)
+        let user = users
+            .by_id(&user.id)
             .await
             .map_err(backend_err)?
             .ok_or_else(|| Error::Backend("the user was removed during the change".into()))?;
-        let (token, mut record) = self.new_record(
-            id,
-            user.username().to_owned(),
-            user.role().to_owned(),
-            user.session_version(),
-            meta,
-        );
+        let (token, mut record) =
+            self.new_record(user.id, user.username, user.role, user.version, meta);
         record.id = current.id.clone();
         record.created_at = current.created_at;
         record.expires_at = self
@@ -666,7 +607,7 @@ impl Latchkey {
             .timeouts
             .expires_at(record.created_at, record.last_seen_at);
         let done = self.issue(token, record).await?;
-        tracing::info!(target: "latchkey::audit", event = "password_changed", username = name, ip = %meta.ip, session = %done.record.id);
+        tracing::info!(target: "latchkey::audit", event = "password_changed", username = clip(&done.record.username), ip = %meta.ip, session = %done.record.id);
         Ok(done)
     }
 

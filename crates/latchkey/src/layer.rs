@@ -23,8 +23,8 @@ pub struct LatchkeyLayer {
 
 impl LatchkeyLayer {
     pub(crate) fn new(auth: Latchkey) -> Self {
-        let cross_origin = crate::csrf::cross_origin_layer(&auth.config().trusted_origins)
-            .unwrap_or_else(|e| panic!("invalid latchkey configuration: {e}"));
+        // Built (and its origins checked) once, by `Builder::build`.
+        let cross_origin = auth.cross_origin().clone();
         Self { auth, cross_origin }
     }
 }

@@ -1,30 +1,77 @@
 //! # latchkey
 //!
-//! Server-side session login for [axum]: an unguessable cookie token, sessions
-//! kept (hashed) in a store you choose, idle and absolute timeouts, Argon2id on a
-//! bounded blocking pool, CSRF protection and login throttling — on by default.
+//! Server-side session login for [axum], safe by default.
 //!
-//! ```no_run
-//! use axum::{routing::get, Router};
-//! use latchkey::{CurrentUser, Latchkey, Config, store::MemoryStore};
+//! - **Token and store.** A sign-in gives the browser a cookie holding only a
+//!   random 256-bit token; the server keeps the session in a store you choose
+//!   ([`store`]: memory, SQLite, PostgreSQL, Redis) under the token's SHA-256,
+//!   so a copy of the store hands out no live sessions.
+//! - **Timeouts.** Idle and absolute, enforced on the server; an
+//!   authenticated request does not write to the store.
+//! - **Checked against the user.** With [`Builder::users`], every session is
+//!   checked against its user: removal, a new password or "sign out
+//!   everywhere" end it on the next request, and the current role applies.
+//! - **CSRF.** The [`layer`](Latchkey::layer) refuses unsafe cross-site
+//!   requests; HTML forms carry a token ([`body::Input`] checks it).
+//! - **Throttling.** Attempts are counted before their password is verified,
+//!   per (username, address), per address and per account, and hold under
+//!   concurrency; Argon2id runs on a bounded low-priority pool.
 //!
-//! async fn profile(user: CurrentUser) -> String {
+//! ```
+//! use std::sync::Arc;
+//! use axum::{routing::{get, post}, Json, Router};
+//! use latchkey::{body::Input, store::MemoryStore, Auth, Credentials, CurrentUser,
+//!                Latchkey, LoginError, SignedIn};
+//!
+//! async fn login(auth: Auth, Input(creds): Input<Credentials>)
+//!     -> Result<(SignedIn, Json<&'static str>), LoginError> {
+//!     Ok((auth.login(&creds).await?, Json("signed in")))   // the cookie is set for you
+//! }
+//!
+//! async fn profile(user: CurrentUser) -> String {          // 401 when signed out
 //!     format!("hello {}", user.username())
 //! }
 //!
-//! # async fn run() {
-//! let store = std::sync::Arc::new(MemoryStore::new());
-//! let auth = Latchkey::new(Config::new([7u8; 32]), store);
+//! # fn users() -> impl latchkey::UserBackend + 'static { todo_users::Users }
+//! # mod todo_users {
+//! #     pub struct Users;
+//! #     pub struct U;
+//! #     impl latchkey::AuthUser for U {
+//! #         fn id(&self) -> String { String::new() }
+//! #         fn username(&self) -> &str { "" }
+//! #         fn role(&self) -> &str { "" }
+//! #         fn password_hash(&self) -> &str { "" }
+//! #     }
+//! #     #[latchkey::async_trait]
+//! #     impl latchkey::UserBackend for Users {
+//! #         type User = U;
+//! #         async fn find_by_username(&self, _: &str) -> Result<Option<U>, latchkey::user::BackendError> { Ok(None) }
+//! #         async fn find_by_id(&self, _: &str) -> Result<Option<U>, latchkey::user::BackendError> { Ok(None) }
+//! #         async fn set_password_hash(&self, _: &str, _: &str) -> Result<(), latchkey::user::BackendError> { Ok(()) }
+//! #     }
+//! # }
+//! let auth = Latchkey::builder()
+//!     .secret([7u8; 32])                       // 32+ random bytes in real life
+//!     .store(Arc::new(MemoryStore::new()))
+//!     .users(users())                          // your UserBackend
+//!     .build()
+//!     .expect("valid configuration");
 //! let app: Router = Router::new()
+//!     .route("/login", post(login))
 //!     .route("/profile", get(profile))
 //!     .layer(auth.layer());
-//! # }
+//! # let _ = app;
 //! ```
+//!
+//! Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
+//! throttling needs each client's address, and sign-ins answer 503 without it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod auth;
+mod authenticator;
 pub mod body;
+mod builder;
 mod client;
 pub mod cookie;
 pub mod csrf;
@@ -33,6 +80,7 @@ pub mod extract;
 mod hash_pool;
 mod layer;
 pub mod password;
+mod request_auth;
 pub mod session;
 pub mod store;
 pub mod throttle;
@@ -40,10 +88,15 @@ pub mod user;
 mod user_check;
 pub mod username;
 
-pub use auth::{Config, Latchkey, LoginSuccess};
+pub use auth::{Config, Latchkey, SignedIn};
+pub use builder::{Builder, ConfigError};
 pub use client::RequestMeta;
 pub use error::{Error, LoginError};
 pub use extract::{Admin, CurrentUser, MaybeUser, RequireRole, Role};
 pub use layer::LatchkeyLayer;
+pub use request_auth::{Auth, Credentials, SignedOut};
 pub use session::{SessionRecord, SessionToken, Timeouts};
 pub use user::{AuthUser, UserBackend};
+
+/// Implementing [`UserBackend`] needs this attribute on the `impl` block.
+pub use async_trait::async_trait;

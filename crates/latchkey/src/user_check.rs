@@ -8,6 +8,7 @@
 //! Each user is looked up at most once per [`RECHECK_EVERY`] per process:
 //! a busy user costs one backend read a millisecond, not one per request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,31 +30,65 @@ pub(crate) struct UserState {
     pub(crate) role: Arc<str>,
 }
 
-/// The object-safe part of a [`UserBackend`] that the checks need.
+/// A user as sign-in and the checks see them, whatever the app's type.
+pub(crate) struct Account {
+    pub(crate) id: String,
+    pub(crate) username: String,
+    pub(crate) role: String,
+    pub(crate) password_hash: String,
+    pub(crate) version: u64,
+}
+
+impl Account {
+    fn of<U: AuthUser>(u: &U) -> Self {
+        Self {
+            id: u.id(),
+            username: u.username().to_owned(),
+            role: u.role().to_owned(),
+            password_hash: u.password_hash().to_owned(),
+            version: u.session_version(),
+        }
+    }
+}
+
+/// The object-safe face of a [`UserBackend`]: sign-in, password changes
+/// and the per-session checks all go through it, so they are written once
+/// and a handle can keep the app's backend without its type.
 #[async_trait]
-trait Lookup: Send + Sync {
-    async fn state(&self, user_id: &str) -> Result<Option<UserState>, BackendError>;
-    async fn bump(&self, user_id: &str) -> Result<(), BackendError>;
+pub(crate) trait Directory: Send + Sync {
+    async fn by_name(&self, name: &str) -> Result<Option<Account>, BackendError>;
+    async fn by_id(&self, id: &str) -> Result<Option<Account>, BackendError>;
+    async fn bump(&self, id: &str) -> Result<(), BackendError>;
+    async fn change_hash(&self, id: &str, hash: &str) -> Result<(), BackendError>;
+    async fn replace_hash(&self, id: &str, old: &str, new: &str) -> Result<bool, BackendError>;
 }
 
 #[async_trait]
-impl<B: UserBackend> Lookup for B {
-    async fn state(&self, user_id: &str) -> Result<Option<UserState>, BackendError> {
-        Ok(self.find_by_id(user_id).await?.map(|u| UserState {
-            version: u.session_version(),
-            role: u.role().into(),
-        }))
+impl<B: UserBackend> Directory for B {
+    async fn by_name(&self, name: &str) -> Result<Option<Account>, BackendError> {
+        Ok(self.find_by_username(name).await?.as_ref().map(Account::of))
     }
-
-    async fn bump(&self, user_id: &str) -> Result<(), BackendError> {
-        self.bump_session_version(user_id).await
+    async fn by_id(&self, id: &str) -> Result<Option<Account>, BackendError> {
+        Ok(self.find_by_id(id).await?.as_ref().map(Account::of))
+    }
+    async fn bump(&self, id: &str) -> Result<(), BackendError> {
+        self.bump_session_version(id).await
+    }
+    async fn change_hash(&self, id: &str, hash: &str) -> Result<(), BackendError> {
+        self.change_password_hash(id, hash).await
+    }
+    async fn replace_hash(&self, id: &str, old: &str, new: &str) -> Result<bool, BackendError> {
+        self.replace_password_hash(id, old, new).await
     }
 }
 
 /// A backend's users, looked up with a short-lived cache.
 pub(crate) struct UserCheck {
-    backend: Box<dyn Lookup>,
+    pub(crate) backend: Box<dyn Directory>,
     seen: Cache<String, (Instant, Option<UserState>)>,
+    /// Raised by every change made here: a lookup that started before one
+    /// may have read the old row, so it is not cached.
+    changes: AtomicU64,
 }
 
 impl UserCheck {
@@ -61,6 +96,7 @@ impl UserCheck {
         Self {
             backend: Box::new(backend),
             seen: Cache::new(CAPACITY),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -73,12 +109,19 @@ impl UserCheck {
             }
         }
         let asked = Instant::now();
+        let changes = self.changes.load(Ordering::Acquire);
         let state = self
             .backend
-            .state(user_id)
+            .by_id(user_id)
             .await
-            .map_err(|e| Error::Backend(e.to_string()))?;
-        self.seen.insert(user_id.to_owned(), (asked, state.clone()));
+            .map_err(|e| Error::Backend(e.to_string()))?
+            .map(|a| UserState {
+                version: a.version,
+                role: a.role.into(),
+            });
+        if self.changes.load(Ordering::Acquire) == changes {
+            self.seen.insert(user_id.to_owned(), (asked, state.clone()));
+        }
         Ok(state)
     }
 
@@ -89,12 +132,13 @@ impl UserCheck {
             .bump(user_id)
             .await
             .map_err(|e| Error::Backend(e.to_string()));
-        self.seen.remove(user_id);
+        self.forget(user_id);
         done
     }
 
     /// Forgets a user's cached state (after a change made in this process).
     pub(crate) fn forget(&self, user_id: &str) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
         self.seen.remove(user_id);
     }
 }

@@ -11,7 +11,7 @@ use axum::Router;
 use latchkey::body::Input;
 use latchkey::cookie::CookieConfig;
 use latchkey::store::MemoryStore;
-use latchkey::{Config, Latchkey, SessionToken};
+use latchkey::{Latchkey, SessionToken};
 use proptest::prelude::*;
 use tower::ServiceExt;
 
@@ -23,7 +23,11 @@ struct Login {
 }
 
 fn app() -> Router {
-    let auth = Latchkey::new(Config::new([9u8; 32]), Arc::new(MemoryStore::new()));
+    let auth = Latchkey::builder()
+        .secret([9u8; 32])
+        .store(Arc::new(MemoryStore::new()))
+        .build()
+        .unwrap();
     Router::new()
         .route("/login", post(|Input(_): Input<Login>| async { "ok" }))
         .layer(auth.layer())

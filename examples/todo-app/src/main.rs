@@ -10,17 +10,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use axum::extract::State;
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use latchkey::body::Input;
 use latchkey::store::MemoryStore;
-use latchkey::user::{AuthUser, BackendError, UserBackend};
-use latchkey::{Admin, Config, CurrentUser, Latchkey, LoginError, RequestMeta, RequireRole};
-use serde::Deserialize;
+use latchkey::user::BackendError;
+use latchkey::{async_trait, Admin, Auth, AuthUser, Credentials, CurrentUser, Latchkey};
+use latchkey::{LoginError, RequireRole, SignedIn, SignedOut, UserBackend};
 use tokio::sync::RwLock;
 
 /// The app's own user type: latchkey only needs the four accessors.
@@ -78,48 +74,18 @@ impl UserBackend for Members {
     }
 }
 
-#[derive(Clone)]
-struct AppState {
-    auth: Latchkey,
-    members: Members,
-}
-
-#[derive(Deserialize)]
-struct Credentials {
-    username: String,
-    password: String,
-}
-
+/// Sign-in: `Auth` knows the request's client and cookie, and the
+/// `SignedIn` it returns sets the new session cookie.
 async fn login(
-    State(app): State<AppState>,
-    meta: RequestMeta,
-    headers: HeaderMap,
-    Input(c): Input<Credentials>,
-) -> Result<Response, LoginError> {
-    let previous = app.auth.cookies().token(&headers);
-    let done = app
-        .auth
-        .login(
-            &app.members,
-            &c.username,
-            &c.password,
-            &meta,
-            previous.as_ref(),
-        )
-        .await?;
-    Ok(([(header::SET_COOKIE, done.set_cookie)], "signed in").into_response())
+    auth: Auth,
+    Input(creds): Input<Credentials>,
+) -> Result<(SignedIn, &'static str), LoginError> {
+    Ok((auth.login(&creds).await?, "signed in"))
 }
 
-async fn logout(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, latchkey::Error> {
-    app.auth.logout(&headers).await?;
-    Ok((
-        [(header::SET_COOKIE, app.auth.cookies().removal())],
-        "signed out",
-    )
-        .into_response())
+/// Sign-out: ends the session on the server and clears the cookie.
+async fn logout(auth: Auth) -> Result<(SignedOut, &'static str), latchkey::Error> {
+    Ok((auth.logout().await?, "signed out"))
 }
 
 /// Only runs for a signed-in request: the extractor is the guard.
@@ -134,14 +100,15 @@ async fn staff(RequireRole(user, _): RequireRole<Admin>) -> String {
 
 async fn app() -> Router {
     let members = Members::default();
-    // Sessions are checked against `members` too: removing a member
-    // signs them out on their next request.
-    let auth = Latchkey::with_users(
+    let auth = Latchkey::builder()
         // Development settings: plain-HTTP cookies. Use a real secret in production.
-        Config::new(*b"example-secret-key-of-32-bytes!!").secure(false),
-        Arc::new(MemoryStore::new()),
-        members.clone(),
-    );
+        .secret(*b"example-secret-key-of-32-bytes!!")
+        .secure(false)
+        .store(Arc::new(MemoryStore::new()))
+        // Sign-ins use `members`, and removing a member signs them out.
+        .users(members.clone())
+        .build()
+        .expect("valid latchkey configuration");
     for (no, handle, staff) in [(1, "ada", true), (2, "charles", false)] {
         let hash = auth
             .hasher()
@@ -165,7 +132,6 @@ async fn app() -> Router {
         .route("/todos", get(todos))
         .route("/staff", get(staff))
         .layer(auth.layer())
-        .with_state(AppState { auth, members })
 }
 
 #[tokio::main]

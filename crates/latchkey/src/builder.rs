@@ -1,0 +1,231 @@
+//! [`Builder`]: how a [`Latchkey`] is made. Every mistake it can see is a
+//! [`ConfigError`] from [`Builder::build`], at start-up, never a panic at
+//! the first request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::password::{HashParams, PasswordPolicy};
+use crate::store::Store;
+use crate::throttle::ThrottleConfig;
+use crate::user::UserBackend;
+use crate::user_check::UserCheck;
+use crate::{Config, Latchkey};
+
+/// The fewest secret bytes accepted: the key behind sign-in forms' tokens.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// What [`Builder::build`] refuses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No [`Builder::secret`].
+    #[error("no server secret: give Builder::secret 32 or more random bytes (e.g. `openssl rand -hex 32`, decoded)")]
+    MissingSecret,
+    /// A secret too short to key anything.
+    #[error("the server secret is {0} bytes; it must be at least 32 random bytes")]
+    WeakSecret(usize),
+    /// No [`Builder::store`].
+    #[error("no session store: give Builder::store one, e.g. latchkey::store::open(\"sqlite://app.db\")")]
+    MissingStore,
+    /// A timeout under a second.
+    #[error("the {0} timeout must be at least 1 s")]
+    Timeout(&'static str),
+    /// A trusted origin that is not `scheme://host[:port]`.
+    #[error("{0}")]
+    TrustedOrigin(String),
+}
+
+/// Configures a [`Latchkey`]: start from [`Latchkey::builder`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use latchkey::{store::MemoryStore, Latchkey};
+///
+/// let auth = Latchkey::builder()
+///     .secret([7u8; 32])
+///     .store(Arc::new(MemoryStore::new()))
+///     .build()
+///     .expect("valid configuration");
+/// # let _ = auth;
+/// ```
+#[must_use = "call .build() to make the Latchkey"]
+pub struct Builder {
+    secret: Option<Vec<u8>>,
+    store: Option<Arc<dyn Store>>,
+    users: Option<UserCheck>,
+    config: Config,
+}
+
+impl Latchkey {
+    /// A [`Builder`] with safe defaults: 30 min idle, 8 h absolute,
+    /// `Secure` `__Host-` cookies, OWASP Argon2id, default throttling.
+    pub fn builder() -> Builder {
+        Builder {
+            secret: None,
+            store: None,
+            users: None,
+            config: Config::new(Vec::new()),
+        }
+    }
+}
+
+impl Builder {
+    /// The server secret: 32 or more random bytes (it keys the sign-in
+    /// forms' CSRF tokens). Held in a zeroing type; never printed.
+    pub fn secret(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.secret = Some(key.into());
+        self
+    }
+
+    /// Where sessions and throttle counters live.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The app's users. Sign-ins ([`Auth::login`](crate::Auth::login)) use
+    /// them, and every session is checked against its user (looked up at
+    /// most once a millisecond per user): a session whose user is gone or
+    /// whose [`session_version`](crate::AuthUser::session_version) moved on
+    /// is refused, and the user's current role applies, even when the
+    /// session store missed the change.
+    pub fn users<B: UserBackend + 'static>(mut self, users: B) -> Self {
+        self.users = Some(UserCheck::new(users));
+        self
+    }
+
+    /// Idle and absolute timeouts (the absolute one rules when shorter).
+    pub fn timeouts(mut self, idle: Duration, absolute: Duration) -> Self {
+        self.config = self.config.timeouts(idle, absolute);
+        self
+    }
+
+    /// `false` only for plain-HTTP development: cookies lose `Secure` and
+    /// the `__Host-` prefix, and no HSTS header is sent.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.config = self.config.secure(secure);
+        self
+    }
+
+    /// Throttling limits.
+    pub fn throttle(mut self, throttle: ThrottleConfig) -> Self {
+        self.config = self.config.throttle(throttle);
+        self
+    }
+
+    /// Rules for new passwords.
+    pub fn password_policy(mut self, policy: PasswordPolicy) -> Self {
+        self.config = self.config.password_policy(policy);
+        self
+    }
+
+    /// Argon2id parameters for new hashes, and how many may run at once.
+    pub fn hashing(mut self, params: HashParams, concurrency: usize) -> Self {
+        self.config = self.config.hashing(params, concurrency);
+        self
+    }
+
+    /// How many requests may wait for a password hash at once (default 256).
+    pub fn max_pending_logins(mut self, n: usize) -> Self {
+        self.config = self.config.max_pending_logins(n);
+        self
+    }
+
+    /// Where signed-out browsers are sent (default `/login`).
+    pub fn login_path(mut self, path: impl Into<String>) -> Self {
+        self.config = self.config.login_path(path);
+        self
+    }
+
+    /// Origins besides the request's own allowed to send unsafe methods.
+    pub fn trusted_origins(mut self, origins: Vec<String>) -> Self {
+        self.config = self.config.trusted_origins(origins);
+        self
+    }
+
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names
+    /// the client; from any other peer the header is ignored.
+    pub fn trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        self.config = self.config.trusted_proxies(proxies);
+        self
+    }
+
+    /// The handle, once everything checks out.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first problem and its fix.
+    pub fn build(self) -> Result<Latchkey, ConfigError> {
+        let secret = self.secret.ok_or(ConfigError::MissingSecret)?;
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::WeakSecret(secret.len()));
+        }
+        let store = self.store.ok_or(ConfigError::MissingStore)?;
+        let t = self.config.session_timeouts();
+        if t.idle() < Duration::from_secs(1) {
+            return Err(ConfigError::Timeout("idle"));
+        }
+        if t.absolute() < Duration::from_secs(1) {
+            return Err(ConfigError::Timeout("absolute"));
+        }
+        let cross_origin = crate::csrf::cross_origin_layer(&self.config.trusted_origins)
+            .map_err(ConfigError::TrustedOrigin)?;
+        let config = self.config.with_key(secret);
+        Ok(Latchkey::assemble(config, store, self.users, cross_origin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn store() -> Arc<dyn Store> {
+        Arc::new(MemoryStore::new())
+    }
+
+    #[test]
+    fn mistakes_are_config_errors() {
+        let e = Latchkey::builder().store(store()).build().err().unwrap();
+        assert!(matches!(e, ConfigError::MissingSecret), "{e}");
+        let e = Latchkey::builder()
+            .secret(*b"short")
+            .store(store())
+            .build()
+            .err()
+            .unwrap();
+        assert!(matches!(e, ConfigError::WeakSecret(5)), "{e}");
+        let e = Latchkey::builder().secret([1u8; 32]).build().err().unwrap();
+        assert!(matches!(e, ConfigError::MissingStore), "{e}");
+        let e = Latchkey::builder()
+            .secret([1u8; 32])
+            .store(store())
+            .trusted_origins(vec!["not an origin".into()])
+            .build()
+            .err()
+            .unwrap();
+        assert!(matches!(e, ConfigError::TrustedOrigin(_)), "{e}");
+        let e = Latchkey::builder()
+            .secret([1u8; 32])
+            .store(store())
+            .timeouts(Duration::from_millis(10), Duration::from_secs(60))
+            .build()
+            .err()
+            .unwrap();
+        assert!(matches!(e, ConfigError::Timeout("idle")), "{e}");
+    }
+
+    #[test]
+    fn the_secret_is_never_printed() {
+        let auth = Latchkey::builder()
+            .secret([0xabu8; 32])
+            .store(store())
+            .build()
+            .unwrap();
+        let shown = format!("{:?}", auth.config());
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("171"),
+            "{shown}"
+        );
+    }
+}
