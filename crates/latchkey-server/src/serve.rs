@@ -71,7 +71,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         .build()
         // A bad trusted origin and the like: a usage error at start-up.
         .map_err(|e| Failure::usage(e.to_string()))?;
-    auth.spawn_sweeper();
+    auth.sessions().spawn_sweeper();
 
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
@@ -104,7 +104,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
 async fn watch_stores(app: Arc<App>, addr: SocketAddr) {
     let mut warned = false;
     loop {
-        let sessions = app.auth.ready().await;
+        let sessions = app.auth.sessions().ready().await;
         let users = app.users.count().await;
         match (sessions, users) {
             (Ok(()), Ok(count)) => {

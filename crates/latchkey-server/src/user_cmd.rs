@@ -11,6 +11,7 @@ use std::io::{BufRead, IsTerminal};
 
 use latchkey::password::{PasswordHasher, PasswordPolicy};
 use latchkey::store::Store;
+use latchkey::Sessions;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::cli::{valid_role, PolicyArgs, StoreArgs, UserCommand};
@@ -43,11 +44,15 @@ async fn in_store(stores: &StoreArgs, change: StoreChange<'_>) -> String {
         return "its sessions in the server's memory store end on their next request".into();
     }
     let result = match sessions(stores).await {
-        Ok(store) => match change {
-            StoreChange::EndAll(id) => store.delete_user(id, None).await,
-            StoreChange::SetRole(id, role) => store.set_role(id, role).await.map(|()| 0),
+        // Through the library's sessions service: the audit log records it.
+        Ok(store) => {
+            let sessions = Sessions::new(store);
+            match change {
+                StoreChange::EndAll(id) => sessions.end_all(id, None).await,
+                StoreChange::SetRole(id, role) => sessions.set_role(id, role).await.map(|()| 0),
+            }
+            .map_err(|e| e.to_string())
         }
-        .map_err(|e| e.to_string()),
         Err(e) => Err(e.message),
     };
     match result {

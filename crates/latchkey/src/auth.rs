@@ -14,6 +14,7 @@ use crate::csrf::RejectFn;
 use crate::error::{Error, LoginError, PasswordChangeError};
 use crate::password::{HashParams, PasswordHasher, PasswordPolicy};
 use crate::session::{now_ms, random_bytes, SessionRecord, SessionToken, Timeouts, TokenHash};
+use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::throttle::{Throttle, ThrottleConfig};
 use crate::user::UserBackend;
@@ -200,7 +201,8 @@ pub(crate) struct Inner {
     throttle: Throttle,
     cookies: CookieConfig,
     touching: std::sync::Mutex<std::collections::HashSet<TokenHash>>,
-    users: Option<UserCheck>,
+    users: Option<Arc<UserCheck>>,
+    sessions: Sessions,
     cross_origin: CsrfLayer<RejectFn>,
 }
 
@@ -216,7 +218,10 @@ impl Latchkey {
         cross_origin: CsrfLayer<RejectFn>,
     ) -> Self {
         let counters: Arc<dyn crate::store::CounterStore> = store.clone();
+        let users = users.map(Arc::new);
+        let sessions = Sessions::with_users(store.clone(), users.clone(), config.timeouts.idle());
         Self(Arc::new(Inner {
+            sessions,
             hasher: PasswordHasher::with_max_pending(
                 config.hash_params,
                 config.hash_concurrency,
@@ -230,6 +235,11 @@ impl Latchkey {
             store,
             config,
         }))
+    }
+
+    /// Listing, ending and sweeping sessions (what admin pages need).
+    pub fn sessions(&self) -> &Sessions {
+        &self.0.sessions
     }
 
     pub(crate) fn cross_origin(&self) -> &CsrfLayer<RejectFn> {
@@ -464,69 +474,6 @@ impl Latchkey {
         Ok(())
     }
 
-    /// The live sessions of `user_id`, oldest first.
-    pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRecord>, Error> {
-        let now = now_ms();
-        let mut all = self.0.store.list_user(user_id).await?;
-        let version = match &self.0.users {
-            Some(users) => match users.state(user_id).await? {
-                Some(u) => Some(u.version),
-                None => return Ok(Vec::new()), // the user is gone
-            },
-            None => None,
-        };
-        // Sessions issued before the user's last "sign out everywhere" are
-        // refused on use; they are not listed either.
-        all.retain(|r| r.expires_at > now && version.is_none_or(|v| v == r.user_version));
-        Ok(all)
-    }
-
-    /// Ends the session with public handle `id` if it belongs to `user_id`;
-    /// `false` when there is no such session of theirs.
-    pub async fn end_session(&self, user_id: &str, id: &str) -> Result<bool, Error> {
-        let found = self
-            .sessions_of(user_id)
-            .await?
-            .into_iter()
-            .find(|r| crate::csrf::secrets_equal(&r.id, id));
-        let Some(record) = found else {
-            return Ok(false);
-        };
-        self.0.store.delete(&record.key()).await?;
-        tracing::info!(target: "latchkey::audit", event = "session_revoked", username = %record.username, session = %record.id);
-        Ok(true)
-    }
-
-    /// Ends every session of `user_id` except `keep`. Ending all of them
-    /// (no `keep`) also raises the user's session version (with
-    /// [`Builder::users`](crate::Builder::users)) first, so a sign-in in flight cannot
-    /// outlive it, and sessions stay refused even if the store delete fails.
-    ///
-    /// # Errors
-    /// [`Error`] when the user backend or the store fails.
-    pub async fn end_user_sessions(
-        &self,
-        user_id: &str,
-        keep: Option<&TokenHash>,
-    ) -> Result<u64, Error> {
-        if let (Some(users), None) = (&self.0.users, keep) {
-            users.bump(user_id).await?;
-        }
-        let n = self.0.store.delete_user(user_id, keep).await?;
-        tracing::info!(target: "latchkey::audit", event = "sessions_ended", user_id, count = n);
-        Ok(n)
-    }
-
-    /// Applies a role change to the user's live sessions (next request sees it).
-    pub async fn set_role(&self, user_id: &str, role: &str) -> Result<(), Error> {
-        if let Some(users) = &self.0.users {
-            users.forget(user_id);
-        }
-        self.0.store.set_role(user_id, role).await?;
-        tracing::info!(target: "latchkey::audit", event = "role_changed", user_id, role);
-        Ok(())
-    }
-
     /// Changes the signed-in user's password after checking the current
     /// one: every other session ends and this one gets a new token (same
     /// handle, same absolute deadline). Attempts are counted like sign-ins.
@@ -649,30 +596,5 @@ impl Latchkey {
     /// [`Error::Store`] when the counters cannot be reached.
     pub async fn signup_attempt(&self, meta: &RequestMeta) -> Result<Option<Duration>, Error> {
         Ok(self.0.throttle.signup(&meta.ip).await?)
-    }
-
-    /// Whether the store answers (for readiness probes).
-    pub async fn ready(&self) -> Result<(), Error> {
-        Ok(self.0.store.ping().await?)
-    }
-
-    /// Sweeps expired sessions and counters in the background, in small
-    /// batches, every tenth of the idle timeout (1 s to 60 s).
-    pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
-        let store = self.0.store.clone();
-        let every = (self.0.config.timeouts.idle() / 10)
-            .clamp(Duration::from_secs(1), Duration::from_secs(60));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match store.sweep(now_ms()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(swept = n, "expired sessions removed"),
-                    Err(e) => tracing::warn!(error = %e, "session sweep failed; will retry"),
-                }
-            }
-        })
     }
 }

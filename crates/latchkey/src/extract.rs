@@ -68,9 +68,11 @@ pub enum AuthRejection {
         /// `/login?next=...` for a browser's GET, else `None`.
         redirect: Option<String>,
     },
-    /// Signed in, but the role does not allow this.
+    /// Signed in, but the role does not allow this. The default answer is
+    /// JSON `{"detail": "Forbidden"}`; `html` says the client asked for a
+    /// page, for apps that render their own.
     Forbidden {
-        /// Answer with a page.
+        /// The client's `Accept` names `text/html`.
         html: bool,
     },
     /// The store failed: fail closed.
@@ -82,17 +84,15 @@ pub enum AuthRejection {
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
         match self {
-            AuthRejection::Unauthenticated { redirect: Some(to) } => Redirect::to(&to).into_response(),
-            AuthRejection::Unauthenticated { redirect: None } => detail(StatusCode::UNAUTHORIZED, "Not authenticated"),
-            AuthRejection::Forbidden { html: true } => (
-                StatusCode::FORBIDDEN,
-                axum::response::Html(
-                    "<!doctype html><meta charset=utf-8><title>Forbidden</title><h1>Forbidden</h1>\
-                     <p>Your account may not open this page. <a href=\"/profile\">Back to your profile</a></p>",
-                ),
-            )
-                .into_response(),
-            AuthRejection::Forbidden { html: false } => detail(StatusCode::FORBIDDEN, "Forbidden"),
+            AuthRejection::Unauthenticated { redirect: Some(to) } => {
+                Redirect::to(&to).into_response()
+            }
+            AuthRejection::Unauthenticated { redirect: None } => {
+                detail(StatusCode::UNAUTHORIZED, "Not authenticated")
+            }
+            // No HTML here: an app that serves pages matches `Forbidden { html: true }`
+            // and renders its own (the latchkey server does, in routes/admin.rs).
+            AuthRejection::Forbidden { .. } => detail(StatusCode::FORBIDDEN, "Forbidden"),
             AuthRejection::Unavailable(e) => e.into_response(),
             AuthRejection::MissingLayer => detail(
                 StatusCode::INTERNAL_SERVER_ERROR,

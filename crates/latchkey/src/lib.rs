@@ -82,6 +82,7 @@ mod layer;
 pub mod password;
 mod request_auth;
 pub mod session;
+mod sessions;
 pub mod store;
 pub mod throttle;
 pub mod user;
@@ -96,6 +97,7 @@ pub use extract::{Admin, CurrentUser, MaybeUser, RequireRole, Role};
 pub use layer::LatchkeyLayer;
 pub use request_auth::{Auth, Credentials, SignedOut};
 pub use session::{SessionRecord, SessionToken, Timeouts};
+pub use sessions::Sessions;
 pub use user::{AuthUser, UserBackend};
 
 /// Implementing [`UserBackend`] needs this attribute on the `impl` block.

@@ -125,7 +125,7 @@ async fn app() -> Router {
             },
         );
     }
-    auth.spawn_sweeper();
+    auth.sessions().spawn_sweeper();
     Router::new()
         .route("/login", post(login))
         .route("/logout", post(logout))

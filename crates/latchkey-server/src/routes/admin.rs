@@ -157,7 +157,7 @@ pub async fn set_role(
     };
     // The users table has the new role, and sessions read it from there;
     // a store that cannot be told now is no reason to report a failure.
-    if let Err(e) = app.auth.set_role(&user.id, role).await {
+    if let Err(e) = app.auth.sessions().set_role(&user.id, role).await {
         tracing::warn!(error = %e, "role not updated in the session store; sessions read it from the users table anyway");
     }
     tracing::info!(target: "latchkey::audit", event = "role_changed", by = admin.username(), username = %name, role = %role);
@@ -221,7 +221,7 @@ pub async fn reset_password(
 /// request). A session store that cannot be reached now is logged, not an
 /// error: the admin's change has happened and must not look as if it failed.
 async fn end_all(app: &AppState, user_id: &str) -> Result<u64, ApiError> {
-    match app.auth.end_user_sessions(user_id, None).await {
+    match app.auth.sessions().end_all(user_id, None).await {
         Ok(n) => Ok(n),
         Err(latchkey::Error::Store(e)) => {
             tracing::warn!(error = %e, "sessions not deleted from the store; they are refused anyway and swept when they expire");
@@ -241,7 +241,7 @@ pub async fn end_sessions(
     let user = app.users.get(&name).await?;
     let keep = (user.id == admin.user_id()).then(|| admin.token_hash());
     let n = match keep {
-        Some(keep) => app.auth.end_user_sessions(&user.id, Some(&keep)).await?,
+        Some(keep) => app.auth.sessions().end_all(&user.id, Some(&keep)).await?,
         None => end_all(&app, &user.id).await?,
     };
     app.metrics.sessions_revoked.inc_by(n);

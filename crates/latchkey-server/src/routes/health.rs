@@ -18,7 +18,7 @@ pub async fn healthz() -> Response {
 pub async fn readyz(State(app): State<AppState>) -> Response {
     let bound = std::time::Duration::from_millis(1800);
     let (sessions, users) = tokio::join!(
-        tokio::time::timeout(bound, app.auth.ready()),
+        tokio::time::timeout(bound, app.auth.sessions().ready()),
         tokio::time::timeout(bound, app.users.ping()),
     );
     let sessions_ok = match sessions {

@@ -6,8 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
 use latchkey::extract::{wants_html, MaybeUser};
-use latchkey::{LoginError, RequestMeta};
-use secrecy::ExposeSecret;
+use latchkey::{Auth, Credentials, LoginError};
 use serde::Deserialize;
 
 use super::{safe_next, see_other, with_cookie};
@@ -75,41 +74,34 @@ fn login_page(
 
 pub async fn post(
     State(app): State<AppState>,
-    meta: RequestMeta,
+    auth: Auth,
     headers: HeaderMap,
     MaybeUser(user): MaybeUser,
     Input(body): Input<LoginBody>,
 ) -> Response {
     let html = wants_html(&headers);
-    let previous = app.auth.cookies().token(&headers);
-    let result = app
-        .auth
-        .login(
-            &app.users,
-            &body.username,
-            body.password.expose_secret(),
-            &meta,
-            previous.as_ref(),
-        )
-        .await;
+    let creds = Credentials {
+        username: body.username,
+        password: body.password,
+    };
+    // Auth brings the client's address and the request's old session.
+    let result = auth.login_with(&app.users, &creds).await;
     match result {
         Ok(done) => {
             app.metrics.login("success");
             if let Err(e) = app.users.touch_login(&done.record.user_id).await {
                 tracing::warn!(error = %e, "could not record last sign-in");
             }
-            let mut res = if html {
-                flash::set(
-                    &app,
-                    see_other(&safe_next(body.next.as_deref())),
-                    Flash::SignedIn,
-                )
+            if html {
+                let to = see_other(&safe_next(body.next.as_deref()));
+                flash::set(&app, (done, to).into_response(), Flash::SignedIn)
             } else {
-                Json(serde_json::json!({ "message": "Login successful!" })).into_response()
-            };
-            res.headers_mut()
-                .append(header::SET_COOKIE, done.set_cookie);
-            res
+                (
+                    done,
+                    Json(serde_json::json!({ "message": "Login successful!" })),
+                )
+                    .into_response()
+            }
         }
         Err(e) => {
             let (outcome, status) = match &e {
@@ -140,7 +132,7 @@ pub async fn post(
                 user.as_ref(),
                 status,
                 Some(error),
-                body.username,
+                creds.username,
                 safe_next(body.next.as_deref()),
             );
             if let Some(secs) = retry {

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
 use latchkey::extract::wants_html;
+use latchkey::Auth;
 use serde::Deserialize;
 
 use super::see_other;
@@ -20,16 +21,18 @@ pub struct Empty {}
 pub async fn post(
     State(app): State<AppState>,
     headers: HeaderMap,
+    auth: Auth,
     _: Input<Empty>,
 ) -> Result<Response, ApiError> {
-    app.auth.logout(&headers).await?;
+    // The library's SignedOut expires the cookie and sends Clear-Site-Data.
+    let out = auth.logout().await?;
     app.metrics.logouts.inc();
     if wants_html(&headers) {
-        let res = signed_out(&app, see_other("/login"));
+        let res = (out, see_other("/login")).into_response();
         return Ok(flash::set(&app, res, Flash::SignedOut));
     }
-    let res = Json(serde_json::json!({ "message": "Logged out successfully." })).into_response();
-    Ok(signed_out(&app, res))
+    let body = Json(serde_json::json!({ "message": "Logged out successfully." }));
+    Ok((out, body).into_response())
 }
 
 /// Expires the session cookie and asks the browser to drop site cookies.

@@ -21,7 +21,7 @@ pub async fn list(
     headers: HeaderMap,
     user: CurrentUser,
 ) -> Result<Response, ApiError> {
-    let sessions = app.auth.sessions_of(user.user_id()).await?;
+    let sessions = app.auth.sessions().of_user(user.user_id()).await?;
     let current = |id: &str| id == user.session_id();
     if wants_html(&headers) {
         let now = std::time::SystemTime::now()
@@ -71,7 +71,7 @@ pub async fn list(
 
 /// Ends one of the caller's sessions; `None` when it is not theirs.
 async fn end(app: &AppState, user: &CurrentUser, id: &str) -> Result<Option<bool>, ApiError> {
-    if !app.auth.end_session(user.user_id(), id).await? {
+    if !app.auth.sessions().end(user.user_id(), id).await? {
         return Ok(None);
     }
     app.metrics.sessions_revoked.inc();
@@ -119,7 +119,8 @@ pub async fn revoke_others(
 ) -> Result<Response, ApiError> {
     let n = app
         .auth
-        .end_user_sessions(user.user_id(), Some(&user.token_hash()))
+        .sessions()
+        .end_all(user.user_id(), Some(&user.token_hash()))
         .await?;
     app.metrics.sessions_revoked.inc_by(n);
     if wants_html(&headers) {
