@@ -65,6 +65,18 @@
 //!
 //! Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
 //! throttling needs each client's address, and sign-ins answer 503 without it.
+//!
+//! ## Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `sqlite` | yes | [`store::SqliteStore`] (sqlx's SQLite driver) |
+//! | `memory` | yes | [`store::MemoryStore`], in-process |
+//! | `zxcvbn` | yes | the guessability check in [`password::PasswordPolicy`] |
+//! | `postgres` | no | [`store::PostgresStore`] (sqlx's PostgreSQL driver) |
+//! | `redis` | no | [`store::RedisStore`] (the `redis` crate) |
+//! | `test-suite` | no | [`store_suite!`]: the tests every store passes, for your own store |
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

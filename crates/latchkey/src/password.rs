@@ -257,6 +257,11 @@ fn verify_phc(password: &[u8], phc: &str) -> Option<bool> {
 
 /// NIST SP 800-63B rules for new passwords: a minimum length, a generous
 /// maximum, no composition rules, and no guessable passwords.
+///
+/// The guessability check (zxcvbn, score 3 of 4 or better, with the username
+/// and [`context`](Self::context) as words to avoid) needs the `zxcvbn` Cargo
+/// feature, on by default. Without it the policy checks the length rules
+/// only and `context` is unused.
 #[derive(Clone, Debug)]
 pub struct PasswordPolicy {
     /// Fewest characters (Unicode scalar values) accepted; default 15.
@@ -294,6 +299,15 @@ impl PasswordPolicy {
                 self.max_chars
             ));
         }
+        #[cfg(feature = "zxcvbn")]
+        self.check_guessable(username, password)?;
+        #[cfg(not(feature = "zxcvbn"))]
+        let _ = username;
+        Ok(())
+    }
+
+    #[cfg(feature = "zxcvbn")]
+    fn check_guessable(&self, username: &str, password: &str) -> Result<(), String> {
         let mut inputs: Vec<&str> = self.context.iter().map(String::as_str).collect();
         inputs.push(username);
         let estimate = zxcvbn::zxcvbn(password, &inputs);
@@ -381,6 +395,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "zxcvbn")]
     fn policy_follows_nist() {
         let p = PasswordPolicy::default();
         assert!(p

@@ -1,11 +1,14 @@
 //! Where sessions and throttle counters live: one trait, one module per backend.
 //!
-//! | URL | backend |
-//! |---|---|
-//! | `memory` | [`MemoryStore`]: one process, gone at exit |
-//! | `sqlite://PATH` | [`SqliteStore`]: the default, survives restarts |
-//! | `postgres://...` | [`PostgresStore`]: shared by several instances |
-//! | `redis://...` | [`RedisStore`]: shared, expiry by key TTL |
+//! | URL | backend | Cargo feature |
+//! |---|---|---|
+//! | `memory` | `MemoryStore`: one process, gone at exit | `memory` (default) |
+//! | `sqlite://PATH` | `SqliteStore`: the default, survives restarts | `sqlite` (default) |
+//! | `postgres://...` | `PostgresStore`: shared by several instances | `postgres` |
+//! | `redis://...` | `RedisStore`: shared, expiry by key TTL | `redis` |
+//!
+//! Each backend, its driver and its branch in [`open`] are compiled only
+//! with its feature; a URL for a backend left out is a [`StoreError::NotCompiled`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +17,28 @@ use async_trait::async_trait;
 
 use crate::session::{SessionRecord, TokenHash};
 
+#[cfg(feature = "memory")]
 mod memory;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
 
 /// How long one store operation may take before the request fails closed
@@ -45,6 +61,18 @@ pub enum StoreError {
         "unsupported store URL {0:?}: use memory, sqlite://PATH, postgres://... or redis://..."
     )]
     BadUrl(String),
+    /// A URL for a backend this build of latchkey leaves out: enable the
+    /// Cargo feature it names.
+    #[error(
+        "store URL {url:?} needs latchkey's `{feature}` Cargo feature, which this build leaves out"
+    )]
+    NotCompiled {
+        /// The URL, as given.
+        url: String,
+        /// The feature that compiles the backend: `memory`, `sqlite`,
+        /// `postgres` or `redis`.
+        feature: &'static str,
+    },
 }
 
 /// Server-side session storage. Every method is keyed by the token's hash or
@@ -104,17 +132,43 @@ impl<T: SessionStore + CounterStore> Store for T {}
 /// or connecting lazily. An unreachable PostgreSQL or Redis does not fail
 /// here: operations answer [`StoreError::Unavailable`] until it returns.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    #[cfg(not(all(
+        feature = "memory",
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "redis"
+    )))]
+    let not_compiled = |feature| {
+        Err(StoreError::NotCompiled {
+            url: url.to_owned(),
+            feature,
+        })
+    };
     if url == "memory" {
-        Ok(Arc::new(MemoryStore::new()))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url)?))
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(Arc::new(RedisStore::open(url)?))
-    } else {
-        Err(StoreError::BadUrl(url.to_owned()))
+        #[cfg(feature = "memory")]
+        return Ok(Arc::new(MemoryStore::new()));
+        #[cfg(not(feature = "memory"))]
+        return not_compiled("memory");
     }
+    if url.starts_with("sqlite:") {
+        #[cfg(feature = "sqlite")]
+        return Ok(Arc::new(SqliteStore::open(url).await?));
+        #[cfg(not(feature = "sqlite"))]
+        return not_compiled("sqlite");
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(PostgresStore::open(url)?));
+        #[cfg(not(feature = "postgres"))]
+        return not_compiled("postgres");
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        #[cfg(feature = "redis")]
+        return Ok(Arc::new(RedisStore::open(url)?));
+        #[cfg(not(feature = "redis"))]
+        return not_compiled("redis");
+    }
+    Err(StoreError::BadUrl(url.to_owned()))
 }
 
 /// A store URL for logs: the kind and address, never credentials.
@@ -129,6 +183,7 @@ pub fn describe(url: &str) -> String {
 }
 
 /// Runs a store future under [`OPERATION_TIMEOUT`].
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 pub(crate) async fn bounded<T>(
     store: &str,
     fut: impl std::future::Future<Output = Result<T, StoreError>>,
@@ -149,5 +204,6 @@ pub(crate) fn redact_url(url: &str) -> String {
     rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
 }
 
-#[cfg(test)]
-pub(crate) mod suite;
+#[cfg(any(test, feature = "test-suite"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-suite")))]
+pub mod suite;

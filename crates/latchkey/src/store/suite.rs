@@ -1,12 +1,22 @@
-//! One behavioural suite that every store runs (`store_suite!`), plus helpers
-//! that give PostgreSQL and Redis tests their own schema or key prefix.
+//! The behavioural tests every store passes, as one macro: [`store_suite!`].
+//!
+//! latchkey runs it against each of its own stores; a third-party store
+//! runs it too, with the `test-suite` feature:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! latchkey = { version = "0.2", features = ["test-suite"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread", "time"] }
+//! ```
+//!
+//! [`store_suite!`]: crate::store_suite
 
-use crate::session::{now_ms, SessionRecord, SessionToken};
+use crate::session::{SessionRecord, SessionToken};
 
-/// A fresh record for `user`, expiring in a minute.
-pub(crate) fn record(user: &str) -> (SessionToken, SessionRecord) {
+/// A fresh session record for `user`, expiring in a minute, and its token.
+pub fn record(user: &str) -> (SessionToken, SessionRecord) {
     let token = SessionToken::generate();
-    let now = now_ms();
+    let now = now();
     let rec = SessionRecord {
         id: hex::encode(crate::session::random_bytes::<16>()),
         token_hash: Some(token.hash()),
@@ -24,12 +34,19 @@ pub(crate) fn record(user: &str) -> (SessionToken, SessionRecord) {
     (token, rec)
 }
 
+/// The current time as sessions record it (ms since the Unix epoch).
+pub fn now() -> i64 {
+    crate::session::now_ms()
+}
+
+#[cfg(all(test, any(feature = "postgres", feature = "redis")))]
 fn unique(tag: &str) -> String {
     format!("{tag}{}", hex::encode(crate::session::random_bytes::<6>()))
 }
 
 /// `LATCHKEY_TEST_POSTGRES_URL` with a new schema of its own, or `None`
 /// (and a loud line) when the variable is unset.
+#[cfg(all(test, feature = "postgres"))]
 pub(crate) async fn postgres_url() -> Option<String> {
     let Ok(base) = std::env::var("LATCHKEY_TEST_POSTGRES_URL") else {
         eprintln!(
@@ -50,6 +67,7 @@ pub(crate) async fn postgres_url() -> Option<String> {
 }
 
 /// `LATCHKEY_TEST_REDIS_URL` with a key prefix of its own, or `None`.
+#[cfg(all(test, feature = "redis"))]
 pub(crate) fn redis_url() -> Option<String> {
     let Ok(base) = std::env::var("LATCHKEY_TEST_REDIS_URL") else {
         eprintln!("SKIPPED: LATCHKEY_TEST_REDIS_URL is not set; Redis store tests did not run");
@@ -59,14 +77,30 @@ pub(crate) fn redis_url() -> Option<String> {
     Some(format!("{base}{sep}prefix={}:", unique("lk_test_")))
 }
 
-/// Writes the shared store tests into the calling module. The argument is an
-/// `async` block giving `Option<store>`; `None` skips (engine not configured).
+/// Writes the shared store tests into the calling module, as `#[tokio::test]`
+/// functions (so the calling crate needs `tokio` with `macros` and
+/// `rt-multi-thread`). The argument is an expression giving a future of
+/// `Option<S>` where `S` is the store ([`SessionStore`] + [`CounterStore`]);
+/// it is evaluated afresh in every test, and `None` skips the test (say, a
+/// database that is not configured). Each test uses its own keys and user ids,
+/// but counters use fixed keys, so give each test a fresh store or namespace.
+///
+/// ```
+/// mod tests {
+///     latchkey::store_suite!(async { Some(latchkey::store::MemoryStore::new()) });
+/// }
+/// ```
+///
+/// [`SessionStore`]: crate::store::SessionStore
+/// [`CounterStore`]: crate::store::CounterStore
+#[macro_export]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-suite")))]
 macro_rules! store_suite {
     ($make:expr) => {
-        use crate::store::suite::record;
-        #[allow(unused_imports)]
-        use crate::store::{CounterStore as _, SessionStore as _};
         use std::time::Duration;
+        use $crate::store::suite::record;
+        #[allow(unused_imports)]
+        use $crate::store::{CounterStore as _, SessionStore as _};
 
         #[tokio::test]
         async fn create_load_delete() {
@@ -149,7 +183,7 @@ macro_rules! store_suite {
             r2.expires_at = r2.created_at - 1;
             s.create(&r1).await.unwrap();
             s.create(&r2).await.unwrap();
-            s.sweep(crate::session::now_ms()).await.unwrap();
+            s.sweep($crate::store::suite::now()).await.unwrap();
             assert!(s.load(&live.hash()).await.unwrap().is_some());
             // Redis drops the expired key itself, the others by sweeping.
             assert!(s
@@ -228,4 +262,5 @@ macro_rules! store_suite {
     };
 }
 
-pub(crate) use store_suite;
+#[cfg(test)]
+pub(crate) use crate::store_suite;
