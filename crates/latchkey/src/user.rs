@@ -37,7 +37,7 @@ pub trait UserBackend: Send + Sync {
     async fn find_by_username(&self, username: &str) -> Result<Option<Self::User>, BackendError>;
 
     /// The user with id `user_id`, if any. latchkey asks it to re-check a
-    /// sign-in after hashing and, with [`Latchkey::with_users`](crate::Latchkey::with_users),
+    /// sign-in after hashing and, with [`Builder::users`](crate::Builder::users),
     /// to check that a session's user still exists (at most once a
     /// millisecond per user).
     async fn find_by_id(&self, user_id: &str) -> Result<Option<Self::User>, BackendError>;
