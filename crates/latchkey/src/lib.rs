@@ -114,3 +114,7 @@ pub use user::{AuthUser, UserBackend};
 
 /// Implementing [`UserBackend`] needs this attribute on the `impl` block.
 pub use async_trait::async_trait;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -21,7 +21,13 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// A store for `postgres://...`; tables are created on first use.
+    /// A store for `postgres://...` with a pool of its own (up to 16
+    /// connections); tables are created on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the URL does not parse. Nothing
+    /// connects here: an unreachable server fails the first operation.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let label = format!("postgres {}", super::redact_url(url));
         let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable {
@@ -33,6 +39,53 @@ impl PostgresStore {
             label,
             schema_ready: Default::default(),
         })
+    }
+
+    /// A store on the app's own pool: the sessions live in the app's
+    /// database (in the pool's `search_path`), next to its tables. As with
+    /// [`open`](Self::open), latchkey's tables are created on first use;
+    /// call [`migrate`](Self::migrate) to make them now.
+    ///
+    /// Operations wait at most the pool's acquire timeout for a connection
+    /// (and 1.5 s in all): a short one (`open` uses 1.2 s) turns an outage
+    /// into a quick 503 rather than a queue of stuck requests.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::PgPool::connect("postgres://app@localhost/app").await?;
+    /// let store = latchkey::store::PostgresStore::from_pool(pool);
+    /// store.migrate().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_pool(pool: PgPool) -> Self {
+        let options = pool.connect_options();
+        let label = format!("postgres {}:{}", options.get_host(), options.get_port());
+        Self {
+            pool,
+            label,
+            schema_ready: Default::default(),
+        }
+    }
+
+    /// Creates latchkey's tables and indexes if missing and upgrades those
+    /// an older version made. Idempotent, and safe when several instances
+    /// start at once (they take turns on an advisory lock). Every store runs
+    /// it once before its first operation anyway; call it at start-up to
+    /// see a problem there rather than as 503s.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the database cannot be reached or a
+    /// statement fails (say, the role may not create tables).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.pool()
+            .await
+            .map(drop)
+            .map_err(|e| StoreError::Unavailable {
+                store: self.label.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The pool, after making sure the tables exist. Two instances starting
@@ -126,4 +179,15 @@ mod tests {
         let url = crate::store::suite::postgres_url().await?;
         Some(super::PostgresStore::open(&url).unwrap())
     });
+
+    /// The same suite on a pool the app made, tables made by `migrate`.
+    mod from_pool {
+        crate::store::suite::store_suite!(async {
+            let url = crate::store::suite::postgres_url().await?;
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let store = crate::store::PostgresStore::from_pool(pool);
+            store.migrate().await.unwrap();
+            Some(store)
+        });
+    }
 }

@@ -56,6 +56,11 @@ return n";
 impl RedisStore {
     /// A store for `redis://HOST[:PORT][/DB][?prefix=NAME]`. Connects lazily
     /// and reconnects by itself after an outage.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the URL does not parse. Nothing
+    /// connects here: an unreachable server fails the first operation.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let (base, prefix) = split_prefix(url);
         let label = format!("redis {}", super::redact_url(&base));
@@ -69,6 +74,28 @@ impl RedisStore {
             prefix,
             label,
         })
+    }
+
+    /// A store on the app's own client, its keys under `prefix` (`open`'s
+    /// default is `latchkey:`), so that it can share a Redis database with
+    /// the app's keys or with other deployments. Connects lazily, through a
+    /// connection manager of its own with short timeouts, and reconnects by
+    /// itself after an outage.
+    ///
+    /// ```
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let store = latchkey::store::RedisStore::from_client(client, "myapp:sessions:");
+    /// # let _ = store;
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
+    pub fn from_client(client: redis::Client, prefix: impl Into<String>) -> Self {
+        let label = format!("redis {}", client.get_connection_info().addr());
+        Self {
+            client,
+            conn: Default::default(),
+            prefix: prefix.into(),
+            label,
+        }
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> StoreError {
@@ -362,4 +389,14 @@ mod tests {
         let url = crate::store::suite::redis_url()?;
         Some(super::RedisStore::open(&url).unwrap())
     });
+
+    /// The same suite on a client the app made.
+    mod from_client {
+        crate::store::suite::store_suite!(async {
+            let (base, prefix) =
+                crate::store::redis::split_prefix(&crate::store::suite::redis_url()?);
+            let client = redis::Client::open(base.as_str()).unwrap();
+            Some(crate::store::RedisStore::from_client(client, prefix))
+        });
+    }
 }

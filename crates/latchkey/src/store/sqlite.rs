@@ -138,7 +138,13 @@ impl SessionCache {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `sqlite://PATH` and its tables.
+    /// Opens (creating if missing) the database at `sqlite://PATH` and its
+    /// tables, with a pool of its own (WAL mode, up to 8 connections).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the URL does not parse, the file
+    /// cannot be opened or created, or the tables cannot be made.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let label = format!(
             "sqlite {}",
@@ -150,13 +156,6 @@ impl SqliteStore {
             reason: e.to_string(),
         };
         let options = connect_options(url).map_err(fail)?;
-        #[cfg(test)]
-        let (db, wal) = {
-            let db = options.get_filename().to_path_buf();
-            let mut wal = db.as_os_str().to_owned();
-            wal.push("-wal");
-            (db, PathBuf::from(wal))
-        };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             // One connection always open keeps the WAL file in place.
@@ -167,8 +166,72 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(fail)?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(fail)?;
-        add_user_version(&pool).await.map_err(fail)?;
+        Self::with_pool(pool, options, label).await
+    }
+
+    /// A store on the app's own pool: the sessions live in the app's
+    /// database, next to its tables. Creates latchkey's tables if missing
+    /// (as [`migrate`](Self::migrate) does), and opens one more connection
+    /// from the pool's options, outside the pool: the per-process session
+    /// cache's log reader, which must not queue behind the app's queries.
+    ///
+    /// Give the pool a busy timeout if other connections or processes
+    /// write to the same file (sqlx's default is 5 s); WAL mode
+    /// (`journal_mode(Wal)`) lets readers and the writer run at once.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::SqlitePool::connect("sqlite://app.db?mode=rwc").await?;
+    /// let store = latchkey::store::SqliteStore::from_pool(pool).await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the tables cannot be made or the
+    /// reader connection cannot be opened.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::clone(&pool.connect_options());
+        let label = format!("sqlite {}", options.get_filename().display());
+        Self::with_pool(pool, options, label).await
+    }
+
+    /// Creates latchkey's tables, triggers and indexes if missing and
+    /// upgrades those an older version made. Idempotent; [`open`](Self::open)
+    /// and [`from_pool`](Self::from_pool) already run it, so call it only to
+    /// bring a database up to date on your own schedule.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when a statement fails (the database is
+    /// read-only, locked past the busy timeout, or unreachable).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let run = async {
+            sqlx::raw_sql(SCHEMA).execute(&self.pool).await?;
+            add_user_version(&self.pool).await
+        };
+        run.await.map_err(|e| StoreError::Unavailable {
+            store: self.label.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The store around `pool`: its tables made, the cache's log reader
+    /// opened from `options` and positioned at the end of the log.
+    async fn with_pool(
+        pool: SqlitePool,
+        options: SqliteConnectOptions,
+        label: String,
+    ) -> Result<Self, StoreError> {
+        #[cfg(test)]
+        let (db, wal) = {
+            let db = options.get_filename().to_path_buf();
+            let mut wal = db.as_os_str().to_owned();
+            wal.push("-wal");
+            (db, PathBuf::from(wal))
+        };
         let cache = Arc::new(SessionCache {
             entries: Cache::new(CACHE_CAPACITY),
             #[cfg(test)]
@@ -185,6 +248,7 @@ impl SqliteStore {
             touch_pause: Mutex::new(None),
         });
         let store = Self { pool, label, cache };
+        store.migrate().await?;
         let mut reader = store.cache.reader.lock().await;
         let r = store.reader(&mut reader).await?;
         let last_seq = store.max_seq(&mut r.conn).await;
@@ -462,6 +526,50 @@ mod tests {
     }
 
     crate::store::suite::store_suite!(async { Some(fresh().await.0) });
+
+    /// A pool as an app makes it: sqlx's defaults (no WAL, no minimum).
+    async fn app_pool(url: &str) -> sqlx::SqlitePool {
+        let options = url
+            .parse::<super::SqliteConnectOptions>()
+            .unwrap()
+            .create_if_missing(true);
+        sqlx::SqlitePool::connect_with(options).await.unwrap()
+    }
+
+    /// The same suite on a pool the app made.
+    mod from_pool {
+        crate::store::suite::store_suite!(async {
+            let url = super::fresh().await.1;
+            Some(
+                crate::store::SqliteStore::from_pool(super::app_pool(&url).await)
+                    .await
+                    .unwrap(),
+            )
+        });
+    }
+
+    /// A store on the app's pool shares the file with a server's own
+    /// store: each sees the other's revocations, and `migrate` again is
+    /// harmless.
+    #[tokio::test]
+    async fn a_store_on_the_apps_pool_sees_revocations_by_another() {
+        let (a, url) = fresh().await;
+        let b = super::SqliteStore::from_pool(app_pool(&url).await)
+            .await
+            .unwrap();
+        b.migrate().await.unwrap();
+        let (t1, r1) = record("hana");
+        let (t2, r2) = record("ivan");
+        a.create(&r1).await.unwrap();
+        b.create(&r2).await.unwrap();
+        assert!(b.load(&t1.hash()).await.unwrap().is_some());
+        assert!(a.load(&t2.hash()).await.unwrap().is_some());
+        a.delete_user("hana", None).await.unwrap();
+        b.delete(&t2.hash()).await.unwrap();
+        tokio::time::sleep(super::RECHECK_EVERY * 3).await;
+        assert!(b.load(&t1.hash()).await.unwrap().is_none(), "b saw a's");
+        assert!(a.load(&t2.hash()).await.unwrap().is_none(), "a saw b's");
+    }
 
     /// Two stores on one file stand for two processes (a server and the CLI):
     /// each has its own cache, and revocations cross over on the next load.
