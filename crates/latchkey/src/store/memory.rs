@@ -152,10 +152,6 @@ impl SessionStore for MemoryStore {
         write!(self.counters).retain(|_, (_, exp)| *exp > now);
         Ok(expired.len() as u64)
     }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 #[async_trait]

@@ -76,7 +76,9 @@ pub enum StoreError {
 }
 
 /// Server-side session storage. Every method is keyed by the token's hash or
-/// the user id; none ever sees a raw token.
+/// the user id; none ever sees a raw token. Six methods are required (the
+/// session itself, and a user's sessions for revocation); role, sweep and
+/// readiness have defaults a simple store can keep.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Files a new session under `record.token_hash`.
@@ -97,13 +99,25 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Ends every session of `user_id` except `keep`; returns how many ended.
     async fn delete_user(&self, user_id: &str, keep: Option<&TokenHash>)
         -> Result<u64, StoreError>;
-    /// Sets the role carried by every session of `user_id` (a role change
-    /// takes effect on the next request without a user lookup per request).
-    async fn set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError>;
+    /// Sets the role carried by every session of `user_id`. Provided as a
+    /// no-op: with [`Builder::users`](crate::Builder::users) each request
+    /// takes the role from the user anyway; a store that keeps the role
+    /// current (all of latchkey's do) serves apps without a user backend.
+    async fn set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {
+        let _ = (user_id, role);
+        Ok(())
+    }
     /// Removes sessions whose `expires_at` is before `now`, in small batches.
-    async fn sweep(&self, now: i64) -> Result<u64, StoreError>;
-    /// Answers when the backend does (for `/readyz`).
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Provided for stores that expire entries by themselves (Redis TTLs):
+    /// nothing to do. Expired sessions are refused at load either way.
+    async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
+        let _ = now;
+        Ok(0)
+    }
+    /// Answers when the backend does (for `/readyz`). Provided: always ready.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Expiring counters for login throttling, kept in the same backend as the

@@ -319,10 +319,7 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
-    async fn sweep(&self, _now: i64) -> Result<u64, StoreError> {
-        // Redis expires sessions and counters by TTL on its own.
-        Ok(0)
-    }
+    // `sweep` keeps its default: Redis expires sessions and counters by TTL.
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
