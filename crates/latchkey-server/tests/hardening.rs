@@ -569,3 +569,27 @@ async fn a_non_ascii_byte_in_one_cookie_leaves_the_session_cookie_readable() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("alice"), "{answer}");
 }
+
+// ------------------------------------------------------------------ sign-up
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sixth_sign_up_from_one_address_gets_429() {
+    let s = server(&["--allow-signup"]);
+    let c = client();
+    let attempt = |name: String| {
+        c.post(s.url("/signup"))
+            .json(&json!({ "username": name, "password": "a long enough passphrase for sign-up" }))
+            .send()
+    };
+    // Every attempt counts: a taken name, a refused one, a fresh one.
+    let names = ["alice", "ALICE", "\u{430}lice", "bob-new", "carol-new"];
+    for (i, name) in names.iter().enumerate() {
+        let st = attempt(name.to_string()).await.unwrap().status().as_u16();
+        assert!(st != 429 && st < 500, "attempt {i} ({name}): {st}");
+    }
+    let res = attempt("dave-new".into()).await.unwrap();
+    assert_eq!(res.status().as_u16(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    let v: Value = res.json().await.unwrap();
+    assert!(v["detail"].is_string(), "{v}");
+}
