@@ -316,6 +316,8 @@ enum Revocation {
     ResetPassword,
     EndSessions,
     CliEndSessions,
+    /// bob, signed in elsewhere, ends his other sessions.
+    EndOthers,
 }
 
 /// Starts 12 sign-ins of bob (an admin), revokes while they are in flight
@@ -327,6 +329,7 @@ async fn race(what: Revocation) {
     s.add_user("root", "admin");
     s.add_user("bob", "admin");
     let admin = login(&s, "root", PASSWORD).await;
+    let bobs_own = login(&s, "bob", PASSWORD).await;
     let c = client();
     let logins: Vec<_> = (0..12)
         .map(|i| {
@@ -378,6 +381,15 @@ async fn race(what: Revocation) {
             let out = s.cli(&["end-sessions", "bob"], None);
             assert!(out.status.success(), "{out:?}");
         }
+        Revocation::EndOthers => {
+            let r = c
+                .post(s.url("/sessions/revoke-others"))
+                .header("cookie", &bobs_own)
+                .json(&json!({}))
+                .send()
+                .await;
+            assert_eq!(r.unwrap().status(), 200);
+        }
     }
     let revoked = Instant::now();
     let (mut after, mut in_flight) = (0, 0);
@@ -422,7 +434,16 @@ async fn race(what: Revocation) {
             assert_eq!(body["role"], "user");
         }
         Revocation::Remove | Revocation::ResetPassword => assert_eq!(st, 401),
-        Revocation::EndSessions | Revocation::CliEndSessions => assert_eq!(st, 200),
+        Revocation::EndSessions | Revocation::CliEndSessions | Revocation::EndOthers => {
+            assert_eq!(st, 200)
+        }
+    }
+    // The session that ended the others is the one that stays.
+    let (st, _) = get_json(&s, "/profile", &bobs_own).await;
+    match what {
+        Revocation::EndOthers => assert_eq!(st, 200, "the kept session was ended"),
+        Revocation::Demote => assert_eq!(st, 200),
+        _ => assert_eq!(st, 401),
     }
 }
 
@@ -445,6 +466,7 @@ async fn a_password_reset_racing_sign_ins_leaves_no_old_session() {
 async fn ending_sessions_racing_sign_ins_leaves_no_session() {
     race(Revocation::EndSessions).await;
     race(Revocation::CliEndSessions).await;
+    race(Revocation::EndOthers).await;
 }
 
 // ------------------------------------------- removals the store did not see

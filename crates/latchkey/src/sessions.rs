@@ -80,16 +80,30 @@ impl Sessions {
         Ok(true)
     }
 
-    /// Ends every session of `user_id` except `keep`. Ending all of them
-    /// (no `keep`) also raises the user's session version (with
-    /// [`Builder::users`](crate::Builder::users)) first, so a sign-in in flight cannot
-    /// outlive it, and sessions stay refused even if the store delete fails.
+    /// Ends every session of `user_id` except `keep`. With
+    /// [`Builder::users`](crate::Builder::users) it first raises the user's
+    /// session version, so a sign-in in flight cannot outlive it and the
+    /// sessions stay refused even if the store delete fails; the kept
+    /// session is filed again under the new version (same token, so its
+    /// cookie keeps working).
     ///
     /// # Errors
     /// [`Error`] when the user backend or the store fails.
     pub async fn end_all(&self, user_id: &str, keep: Option<&TokenHash>) -> Result<u64, Error> {
-        if let (Some(users), None) = (&self.users, keep) {
+        if let Some(users) = &self.users {
+            let kept = match keep {
+                Some(key) => self.store.load(key).await?,
+                None => None,
+            };
             users.bump(user_id).await?;
+            if let (Some(kept), Some(now)) = (kept, users.state(user_id).await?) {
+                let mut again = (*kept).clone();
+                again.user_version = now.version;
+                // Delete then create: the stores have no "update one field"
+                // operation, and a request in between is refused, not let in.
+                self.store.delete(&again.key()).await?;
+                self.store.create(&again).await?;
+            }
         }
         let n = self.store.delete_user(user_id, keep).await?;
         tracing::info!(target: "latchkey::audit", event = "sessions_ended", user_id, count = n);
