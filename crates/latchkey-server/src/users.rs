@@ -207,22 +207,43 @@ impl Users {
     async fn pool(&self) -> Result<&AnyPool, UsersError> {
         self.ready
             .get_or_try_init(|| async {
-                let mut tx = self.pool.begin().await?;
-                if self.postgres {
-                    // Two instances starting at once take turns.
-                    sqlx::query("SELECT pg_advisory_xact_lock(7261837202)")
-                        .execute(&mut *tx)
-                        .await?;
+                // Two SQLite processes migrating at once (a server starting
+                // and `latchkey user add` beside it): the loser of SQLite's
+                // lock upgrade gets "database is locked" at once, whatever
+                // the busy timeout; its transaction rolled back, so try again.
+                let mut tries = 0;
+                loop {
+                    match self.create_tables().await {
+                        Err(e)
+                            if !self.postgres
+                                && tries < 10
+                                && e.to_string().contains("database is locked") =>
+                        {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+                        }
+                        done => return done,
+                    }
                 }
-                sqlx::query(SCHEMA).execute(&mut *tx).await?;
-                for step in MIGRATIONS {
-                    self.migrate(&mut tx, step).await?;
-                }
-                tx.commit().await
             })
             .await
             .map_err(self.db())?;
         Ok(&self.pool)
+    }
+
+    async fn create_tables(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.postgres {
+            // Two instances starting at once take turns.
+            sqlx::query("SELECT pg_advisory_xact_lock(7261837202)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(SCHEMA).execute(&mut *tx).await?;
+        for step in MIGRATIONS {
+            self.migrate(&mut tx, step).await?;
+        }
+        tx.commit().await
     }
 
     async fn migrate(

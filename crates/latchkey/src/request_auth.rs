@@ -95,15 +95,7 @@ impl Auth {
                 "no users configured: call Builder::users, or use Auth::login_with".into(),
             )
         })?;
-        self.latchkey
-            .sign_in(
-                users,
-                &creds.username,
-                creds.password.expose_secret(),
-                &self.meta,
-                self.token.as_ref(),
-            )
-            .await
+        self.sign_in(users, creds).await
     }
 
     /// [`Auth::login`] against `users`.
@@ -113,6 +105,14 @@ impl Auth {
     pub async fn login_with<B: UserBackend>(
         &self,
         users: &B,
+        creds: &Credentials,
+    ) -> Result<SignedIn, LoginError> {
+        self.sign_in(users, creds).await
+    }
+
+    async fn sign_in(
+        &self,
+        users: &dyn crate::user_check::Directory,
         creds: &Credentials,
     ) -> Result<SignedIn, LoginError> {
         self.latchkey

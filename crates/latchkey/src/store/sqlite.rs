@@ -146,6 +146,24 @@ impl SqliteStore {
     /// [`StoreError::Unavailable`] when the URL does not parse, the file
     /// cannot be opened or created, or the tables cannot be made.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        // A fresh file opened by several connections at once (the pool's
+        // first ones, the log reader) can answer "database is locked" while
+        // one of them switches it to WAL: a start-up race, not an outage.
+        let mut tries = 0;
+        loop {
+            match Self::open_once(url).await {
+                Err(StoreError::Unavailable { reason, .. })
+                    if tries < 10 && reason.contains("database is locked") =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn open_once(url: &str) -> Result<Self, StoreError> {
         let label = format!(
             "sqlite {}",
             url.trim_start_matches("sqlite://")
