@@ -28,6 +28,10 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where users live. latchkey's own users table is one implementation; an
 /// app plugs in its own with a few lines (see `examples/todo-app`).
+///
+/// The trait is object-safe through [`async_trait`](crate::async_trait):
+/// put `#[latchkey::async_trait]` on the `impl` block (without it the
+/// compiler reports E0195 with signatures that look identical).
 #[async_trait]
 pub trait UserBackend: Send + Sync {
     /// The app's user type.
