@@ -18,6 +18,11 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS latchkey_users (
     last_login_at BIGINT
 )";
 
+/// A new password that also ends every session (the version they carry
+/// moves on): one statement, so no half of it can be lost.
+const SET_HASH_ENDING_SESSIONS: &str = "UPDATE latchkey_users SET password_hash = $2, \
+     session_version = session_version + 1 WHERE id = $1";
+
 /// Changes to the table since [`SCHEMA`], applied in order at start-up
 /// (inside the schema transaction). Each step is idempotent, so a database
 /// of any age ends up the same, and a new column is one more line here.
@@ -472,16 +477,8 @@ impl Users {
     pub async fn set_hash(&self, username: &str, hash: &str) -> Result<User, UsersError> {
         self.bounded(async {
             let user = self.get(username).await?;
-            let pool = self.pool().await?;
-            sqlx::query(
-                "UPDATE latchkey_users SET password_hash = $2, \
-                 session_version = session_version + 1 WHERE id = $1",
-            )
-            .bind(&user.id)
-            .bind(hash)
-            .execute(pool)
-            .await
-            .map_err(self.db())?;
+            self.write(SET_HASH_ENDING_SESSIONS, &[&user.id, hash])
+                .await?;
             Ok(user)
         })
         .await
@@ -528,18 +525,8 @@ impl Users {
     /// Ends every session of the user, wherever it is stored: sessions
     /// issued under an older version are refused.
     pub async fn bump_session_version(&self, user_id: &str) -> Result<(), UsersError> {
-        self.bounded(async {
-            let pool = self.pool().await?;
-            sqlx::query(
-                "UPDATE latchkey_users SET session_version = session_version + 1 WHERE id = $1",
-            )
-            .bind(user_id)
-            .execute(pool)
-            .await
-            .map_err(self.db())?;
-            Ok(())
-        })
-        .await
+        let sql = "UPDATE latchkey_users SET session_version = session_version + 1 WHERE id = $1";
+        self.write(sql, &[user_id]).await.map(drop)
     }
 
     pub async fn touch_login(&self, user_id: &str) -> Result<(), UsersError> {
@@ -579,9 +566,10 @@ impl UserBackend for Users {
     }
 
     async fn change_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError> {
-        let sql = "UPDATE latchkey_users SET password_hash = $2, \
-                   session_version = session_version + 1 WHERE id = $1";
-        Ok(self.write(sql, &[user_id, hash]).await.map(drop)?)
+        Ok(self
+            .write(SET_HASH_ENDING_SESSIONS, &[user_id, hash])
+            .await
+            .map(drop)?)
     }
 
     async fn replace_password_hash(
