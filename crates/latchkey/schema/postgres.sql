@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS latchkey_sessions (
 );
 -- Added in 0.2: tables made by 0.1 lack it.
 ALTER TABLE latchkey_sessions ADD COLUMN IF NOT EXISTS user_version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE latchkey_sessions ADD COLUMN IF NOT EXISTS data TEXT;
 CREATE INDEX IF NOT EXISTS latchkey_sessions_user ON latchkey_sessions (user_id);
 CREATE INDEX IF NOT EXISTS latchkey_sessions_expires ON latchkey_sessions (expires_at);
 CREATE TABLE IF NOT EXISTS latchkey_counters (

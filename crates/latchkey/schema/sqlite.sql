@@ -10,7 +10,8 @@ CREATE TABLE IF NOT EXISTS latchkey_sessions (
     user_agent   TEXT NOT NULL,
     ip           TEXT NOT NULL,
     csrf_secret  TEXT NOT NULL,
-    user_version INTEGER NOT NULL DEFAULT 0
+    user_version INTEGER NOT NULL DEFAULT 0,
+    data         TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS latchkey_sessions_user ON latchkey_sessions (user_id);
 CREATE INDEX IF NOT EXISTS latchkey_sessions_expires ON latchkey_sessions (expires_at);
@@ -29,6 +30,12 @@ CREATE TABLE IF NOT EXISTS latchkey_revocations (
 );
 CREATE TRIGGER IF NOT EXISTS latchkey_sessions_deleted AFTER DELETE ON latchkey_sessions
 WHEN old.expires_at > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+BEGIN
+    INSERT INTO latchkey_revocations (token_hash, at)
+    VALUES (old.token_hash, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+END;
+CREATE TRIGGER IF NOT EXISTS latchkey_sessions_data_changed AFTER UPDATE OF data ON latchkey_sessions
+WHEN old.data IS NOT new.data
 BEGIN
     INSERT INTO latchkey_revocations (token_hash, at)
     VALUES (old.token_hash, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));

@@ -381,6 +381,7 @@ impl Latchkey {
             ip: meta.ip.clone(),
             csrf_secret: SessionToken::generate().as_str().to_owned(),
             user_version,
+            data: None,
         };
         (token, record)
     }

@@ -13,7 +13,7 @@ use crate::user_check::UserCheck;
 use crate::{Config, Latchkey};
 
 /// The fewest secret bytes accepted: the key behind sign-in forms' tokens.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_SECRET_BYTES: usize = 32;
 
 /// What [`Builder::build`] refuses.
 #[derive(Debug, thiserror::Error)]

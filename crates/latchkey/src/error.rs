@@ -23,6 +23,11 @@ pub enum Error {
     /// Too many requests already wait for a password hash; try again shortly.
     #[error("too many sign-ins in progress")]
     Overloaded,
+    /// The app's session data could not be stored: it does not serialise
+    /// to JSON, or is over [`MAX_SESSION_DATA`](crate::MAX_SESSION_DATA).
+    /// A bug in the app, answered 500.
+    #[error("session data refused: {0}")]
+    SessionData(String),
 }
 
 /// Why a sign-in did not happen.
@@ -97,6 +102,10 @@ impl IntoResponse for Error {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return res;
+        }
+        if let Error::SessionData(_) = self {
+            tracing::error!(error = %self, "the app's session data was not stored");
+            return detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
         }
         // The reason goes to the log, not to the client.
         tracing::error!(error = %self, "failing closed");

@@ -50,6 +50,68 @@ impl CurrentUser {
     pub fn token_hash(&self) -> TokenHash {
         self.record.key()
     }
+    /// The app's data in this session, as stored by
+    /// [`Auth::set_data`](crate::Auth::set_data): `None` when there is none
+    /// or it does not decode as `T` (after a change of the type, say).
+    /// Read with the session itself: no store access.
+    ///
+    /// ```
+    /// use latchkey::CurrentUser;
+    /// #[derive(serde::Deserialize)]
+    /// struct Cart { items: Vec<u32> }
+    /// async fn cart(user: CurrentUser) -> String {
+    ///     let items = user.data::<Cart>().map_or(0, |c| c.items.len());
+    ///     format!("{items} items")
+    /// }
+    /// ```
+    pub fn data<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_str(self.record.data.as_deref()?).ok()
+    }
+}
+
+/// The signed-in user as the app's own type `U` (the
+/// [`UserBackend::User`](crate::UserBackend::User) given to
+/// [`Builder::users`](crate::Builder::users)), read from the backend for
+/// this request: one backend read, so take [`CurrentUser`] where the id,
+/// name and role are enough. 401 like [`CurrentUser`] when signed out or
+/// the user is gone.
+///
+/// ```
+/// use latchkey::User;
+/// # #[derive(Clone)] struct Member { name: String, todo_count: u32 }
+/// async fn profile(User(member): User<Member>) -> String {
+///     format!("{} has {} todos", member.name, member.todo_count)
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct User<U>(pub U);
+
+impl<S: Send + Sync, U: Send + Sync + 'static> FromRequestParts<S> for User<U> {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let current = CurrentUser::from_request_parts(parts, state).await?;
+        let latchkey = parts
+            .extensions
+            .get::<Latchkey>()
+            .cloned()
+            .ok_or(AuthRejection::MissingLayer)?;
+        let users = latchkey
+            .directory()
+            .ok_or(AuthRejection::Misconfigured("User<T> needs Builder::users"))?;
+        let found = users
+            .user_by_id(current.user_id())
+            .await
+            .map_err(|e| AuthRejection::Unavailable(Error::Backend(e.to_string())))?;
+        let Some(found) = found else {
+            return Err(AuthRejection::Unauthenticated {
+                redirect: login_redirect(parts),
+            });
+        };
+        found.downcast::<U>().map(|u| User(*u)).map_err(|_| {
+            AuthRejection::Misconfigured("User<T> names a type other than the UserBackend's User")
+        })
+    }
 }
 
 /// Whether the client asked for a page rather than JSON.
@@ -79,6 +141,9 @@ pub enum AuthRejection {
     Unavailable(Error),
     /// The app forgot `.layer(latchkey.layer())`.
     MissingLayer,
+    /// An extractor the configuration cannot serve (a bug in the app,
+    /// answered 500 with this text).
+    Misconfigured(&'static str),
 }
 
 impl IntoResponse for AuthRejection {
@@ -98,6 +163,10 @@ impl IntoResponse for AuthRejection {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "latchkey is not installed: add .layer(latchkey.layer()) to the router",
             ),
+            AuthRejection::Misconfigured(why) => {
+                tracing::error!(problem = why, "latchkey extractor misconfigured");
+                detail(StatusCode::INTERNAL_SERVER_ERROR, why)
+            }
         }
     }
 }

@@ -78,7 +78,7 @@
 //! | `test-suite` | no | [`store_suite!`]: the tests every store passes, for your own store |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod auth;
 mod authenticator;
@@ -105,11 +105,11 @@ pub use auth::{Config, Latchkey, SignedIn};
 pub use builder::{Builder, ConfigError};
 pub use client::RequestMeta;
 pub use error::{Error, LoginError};
-pub use extract::{Admin, CurrentUser, MaybeUser, RequireRole, Role};
+pub use extract::{Admin, CurrentUser, MaybeUser, RequireRole, Role, User};
 pub use layer::{LatchkeyLayer, LatchkeyService};
 pub use request_auth::{Auth, Credentials, SignedOut};
 pub use session::{SessionRecord, SessionToken, Timeouts};
-pub use sessions::Sessions;
+pub use sessions::{Sessions, MAX_SESSION_DATA};
 pub use user::{AuthUser, UserBackend};
 
 /// Implementing [`UserBackend`] needs this attribute on the `impl` block.

@@ -163,6 +163,23 @@ impl Auth {
             .await
     }
 
+    /// Stores `value` as the app's data of `user`'s session (this
+    /// request's), read back with [`CurrentUser::data`]; `false` when the
+    /// session has ended meanwhile. See [`Sessions::set_data`](crate::Sessions::set_data).
+    ///
+    /// # Errors
+    /// As [`Sessions::set_data`](crate::Sessions::set_data).
+    pub async fn set_data<T: serde::Serialize + ?Sized>(
+        &self,
+        user: &CurrentUser,
+        value: &T,
+    ) -> Result<bool, Error> {
+        self.latchkey
+            .sessions()
+            .set_data(user.session(), Some(value))
+            .await
+    }
+
     /// The client as sessions record it and throttling counts it.
     pub fn meta(&self) -> &RequestMeta {
         &self.meta

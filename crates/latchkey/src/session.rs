@@ -122,6 +122,11 @@ pub struct SessionRecord {
     /// when this session was issued; a different current one ends it.
     #[serde(default)]
     pub user_version: u64,
+    /// The app's own data for this session, as JSON (see
+    /// [`Auth::set_data`](crate::Auth::set_data) and
+    /// [`CurrentUser::data`](crate::CurrentUser::data)); `None` until set.
+    #[serde(default)]
+    pub data: Option<String>,
 }
 
 impl SessionRecord {

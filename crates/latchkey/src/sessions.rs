@@ -12,6 +12,10 @@ use crate::session::{now_ms, SessionRecord, TokenHash};
 use crate::store::Store;
 use crate::user_check::UserCheck;
 
+/// The most JSON a session's app data may hold: it is read with the session
+/// on every request, so keep it small (ids, preferences, a cart's keys).
+pub const MAX_SESSION_DATA: usize = 16 * 1024;
+
 /// See the module docs.
 #[derive(Clone)]
 pub struct Sessions {
@@ -42,6 +46,46 @@ impl Sessions {
             // A tenth of the idle timeout, 1 s to 60 s.
             sweep_every: (idle / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
         }
+    }
+
+    /// Stores `value` (as JSON) as the app's data of `session`, replacing
+    /// what was there; `None` clears it. `false` when the session has ended
+    /// meanwhile (it is not brought back). One store write: call it when
+    /// the data changes, not on every request.
+    ///
+    /// ```
+    /// # async fn demo(auth: latchkey::Latchkey, signed_in: &latchkey::SignedIn) -> Result<(), latchkey::Error> {
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Prefs { theme: String }
+    /// auth.sessions()
+    ///     .set_data(&signed_in.record, Some(&Prefs { theme: "dark".into() }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::SessionData`] when `value` does not serialise or is over
+    /// [`MAX_SESSION_DATA`] bytes; [`Error::Store`] when the store fails.
+    pub async fn set_data<T: serde::Serialize + ?Sized>(
+        &self,
+        session: &SessionRecord,
+        value: Option<&T>,
+    ) -> Result<bool, Error> {
+        let data = value
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| Error::SessionData(e.to_string()))?;
+        if let Some(d) = &data {
+            if d.len() > MAX_SESSION_DATA {
+                return Err(Error::SessionData(format!(
+                    "{} bytes of JSON, over the {MAX_SESSION_DATA}-byte limit",
+                    d.len()
+                )));
+            }
+        }
+        let mut record = session.clone();
+        record.data = data;
+        Ok(self.store.update(&record).await?)
     }
 
     /// The live sessions of `user_id`, oldest first.

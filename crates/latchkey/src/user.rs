@@ -34,8 +34,8 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 /// compiler reports E0195 with signatures that look identical).
 #[async_trait]
 pub trait UserBackend: Send + Sync {
-    /// The app's user type.
-    type User: AuthUser;
+    /// The app's user type (handlers get it with [`User`](crate::User)).
+    type User: AuthUser + 'static;
 
     /// The user who signs in as `username`, if any.
     async fn find_by_username(&self, username: &str) -> Result<Option<Self::User>, BackendError>;

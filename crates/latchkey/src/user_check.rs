@@ -8,6 +8,7 @@
 //! Each user is looked up at most once per [`RECHECK_EVERY`] per process:
 //! a busy user costs one backend read a millisecond, not one per request.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +62,8 @@ pub(crate) trait Directory: Send + Sync {
     async fn bump(&self, id: &str) -> Result<(), BackendError>;
     async fn change_hash(&self, id: &str, hash: &str) -> Result<(), BackendError>;
     async fn replace_hash(&self, id: &str, old: &str, new: &str) -> Result<bool, BackendError>;
+    /// The app's own user value, for the [`User`](crate::User) extractor.
+    async fn user_by_id(&self, id: &str) -> Result<Option<Box<dyn Any + Send>>, BackendError>;
 }
 
 #[async_trait]
@@ -79,6 +82,12 @@ impl<B: UserBackend> Directory for B {
     }
     async fn replace_hash(&self, id: &str, old: &str, new: &str) -> Result<bool, BackendError> {
         self.replace_password_hash(id, old, new).await
+    }
+    async fn user_by_id(&self, id: &str) -> Result<Option<Box<dyn Any + Send>>, BackendError> {
+        Ok(self
+            .find_by_id(id)
+            .await?
+            .map(|u| Box::new(u) as Box<dyn Any + Send>))
     }
 }
 

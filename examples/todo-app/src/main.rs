@@ -16,7 +16,8 @@ use latchkey::body::Input;
 use latchkey::store::MemoryStore;
 use latchkey::user::BackendError;
 use latchkey::{async_trait, Admin, Auth, AuthUser, Credentials, CurrentUser, Latchkey};
-use latchkey::{LoginError, RequireRole, SignedIn, SignedOut, UserBackend};
+use latchkey::{LoginError, RequireRole, SignedIn, SignedOut, User, UserBackend};
+use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
 /// The app's own user type: latchkey only needs the four accessors.
@@ -88,9 +89,34 @@ async fn logout(auth: Auth) -> Result<(SignedOut, &'static str), latchkey::Error
     Ok((auth.logout().await?, "signed out"))
 }
 
-/// Only runs for a signed-in request: the extractor is the guard.
-async fn todos(user: CurrentUser) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "owner": user.username(), "todos": ["write the report"] }))
+/// A per-session preference, kept by latchkey with the session (typed
+/// JSON, read with the session: no extra store access per request).
+#[derive(Default, Serialize, Deserialize)]
+struct View {
+    show_done: bool,
+}
+
+/// Only runs for a signed-in request: the extractor is the guard. `User`
+/// hands over the app's own `Member`; `CurrentUser` the session.
+async fn todos(User(member): User<Member>, session: CurrentUser) -> Json<serde_json::Value> {
+    let view: View = session.data().unwrap_or_default();
+    let mut todos = vec!["write the report"];
+    if view.show_done {
+        todos.push("(done) order punched cards");
+    }
+    Json(
+        serde_json::json!({ "owner": member.handle, "member_no": member.member_no, "todos": todos }),
+    )
+}
+
+/// Changes this session's view (other sessions of the member keep theirs).
+async fn set_view(
+    auth: Auth,
+    user: CurrentUser,
+    Input(view): Input<View>,
+) -> Result<&'static str, latchkey::Error> {
+    auth.set_data(&user, &view).await?;
+    Ok("view saved")
 }
 
 /// Only for role `admin`; others get 403.
@@ -130,6 +156,7 @@ async fn app() -> Router {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/todos", get(todos))
+        .route("/view", post(set_view))
         .route("/staff", get(staff))
         .layer(auth.layer())
 }
@@ -150,11 +177,12 @@ async fn main() {
 mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
+    use axum::response::Response;
     use tower::ServiceExt;
 
     /// Calls the app as a served request would arrive: with the client's
     /// address, which latchkey needs to throttle sign-ins per client.
-    async fn call(app: &axum::Router, req: Request<Body>) -> axum::response::Response {
+    async fn call(app: &axum::Router, req: Request<Body>) -> Response {
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40_000));
         app.clone()
             .layer(axum::extract::connect_info::MockConnectInfo(peer))
@@ -163,84 +191,91 @@ mod tests {
             .unwrap()
     }
 
-    fn login_req(user: &str) -> Request<Body> {
-        Request::post("/login")
+    /// `method path` with the session cookie and an optional JSON body.
+    async fn send(
+        app: &axum::Router,
+        method: &str,
+        path: &str,
+        cookie: &str,
+        json: &str,
+    ) -> Response {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("cookie", cookie)
             .header("content-type", "application/json")
-            .body(Body::from(format!(
-                r#"{{"username":"{user}","password":"analytical engine notes"}}"#
-            )))
-            .unwrap()
+            .body(Body::from(json.to_owned()))
+            .unwrap();
+        call(app, req).await
+    }
+
+    /// Signs `user` in and returns the `name=token` cookie pair.
+    async fn login(app: &axum::Router, user: &str) -> String {
+        let body = format!(r#"{{"username":"{user}","password":"analytical engine notes"}}"#);
+        let res = send(app, "POST", "/login", "", &body).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let cookie = res.headers()["set-cookie"].to_str().unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
+    async fn json(res: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
     }
 
     #[tokio::test]
     async fn own_user_type_signs_in_and_guards_hold() {
         let app = super::app().await;
-        let res = call(&app, Request::get("/todos").body(Body::empty()).unwrap()).await;
+        let res = send(&app, "GET", "/todos", "", "").await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
-        let res = call(&app, login_req("charles")).await;
+        let charles = login(&app, "charles").await;
+        let res = send(&app, "GET", "/todos", &charles, "").await;
         assert_eq!(res.status(), StatusCode::OK);
-        let cookie = res.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        let res = call(
-            &app,
-            Request::get("/todos")
-                .header("cookie", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(res.status(), StatusCode::OK);
-        let res = call(
-            &app,
-            Request::get("/staff")
-                .header("cookie", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let body = json(res).await;
+        assert_eq!(body["owner"], "charles", "User<Member> is the app's type");
+        assert_eq!(body["member_no"], 2);
+        let res = send(&app, "GET", "/staff", &charles, "").await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
-        let res = call(&app, login_req("ada")).await;
-        let staff = res.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        let res = call(
-            &app,
-            Request::get("/staff")
-                .header("cookie", &staff)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let ada = login(&app, "ada").await;
+        let res = send(&app, "GET", "/staff", &ada, "").await;
         assert_eq!(res.status(), StatusCode::OK);
 
-        let res = call(
-            &app,
-            Request::post("/logout")
-                .header("cookie", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let res = send(&app, "POST", "/logout", &charles, "").await;
         assert_eq!(res.status(), StatusCode::OK);
-        let res = call(
-            &app,
-            Request::get("/todos")
-                .header("cookie", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let res = send(&app, "GET", "/todos", &charles, "").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn session_data_is_typed_and_per_session() {
+        let app = super::app().await;
+        let laptop = login(&app, "ada").await;
+        let phone = login(&app, "ada").await;
+        let todos = |body: serde_json::Value| body["todos"].as_array().unwrap().len();
+        assert_eq!(
+            todos(json(send(&app, "GET", "/todos", &laptop, "").await).await),
+            1
+        );
+
+        let res = send(&app, "POST", "/view", &laptop, r#"{"show_done":true}"#).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            todos(json(send(&app, "GET", "/todos", &laptop, "").await).await),
+            2
+        );
+        // The other session of the same member keeps its own (empty) data.
+        assert_eq!(
+            todos(json(send(&app, "GET", "/todos", &phone, "").await).await),
+            1
+        );
+
+        // Signed out, the data is gone with the session.
+        send(&app, "POST", "/logout", &laptop, "").await;
+        let res = send(&app, "POST", "/view", &laptop, r#"{"show_done":true}"#).await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -99,6 +99,7 @@ fn record(i: usize, per_user: usize, now: i64) -> SessionRecord {
         ip: format!("198.51.{}.{}", (i >> 8) & 255, i & 255),
         csrf_secret: SessionToken::generate().as_str().to_owned(),
         user_version: 0,
+        data: None,
     }
 }
 

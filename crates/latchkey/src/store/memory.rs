@@ -93,6 +93,16 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {
+        Ok(match write!(self.sessions).by_key.get_mut(&record.key()) {
+            Some(r) => {
+                Arc::make_mut(r).data.clone_from(&record.data);
+                true
+            }
+            None => false,
+        })
+    }
+
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
         write!(self.sessions).remove(key);
         Ok(())

@@ -56,6 +56,10 @@ pub enum StoreError {
         /// Why, in the driver's words.
         reason: String,
     },
+    /// The store does not do what was asked (a third-party store that
+    /// keeps the provided [`SessionStore::update`]).
+    #[error("this session store does not keep {0}")]
+    Unsupported(&'static str),
     /// A URL this crate cannot open.
     #[error(
         "unsupported store URL {0:?}: use memory, sqlite://PATH, postgres://... or redis://..."
@@ -92,6 +96,14 @@ pub trait SessionStore: Send + Sync + 'static {
         last_seen_at: i64,
         expires_at: i64,
     ) -> Result<(), StoreError>;
+    /// Stores the changeable part of an existing session (today its
+    /// [`data`](SessionRecord::data)); `false` when the session is gone
+    /// (it is never created again). Provided as a refusal, so a store that
+    /// keeps no such data fails closed rather than dropping it.
+    async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {
+        let _ = record;
+        Err(StoreError::Unsupported("session data"))
+    }
     /// Ends one session. Deleting a missing one is not an error.
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError>;
     /// All sessions of one user (live or not yet swept).

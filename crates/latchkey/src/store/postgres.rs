@@ -100,7 +100,7 @@ impl PostgresStore {
 
 /// Pool settings for PostgreSQL: a short acquire timeout so an outage turns
 /// into a 503 quickly instead of a queue of stuck requests.
-pub fn pool_options() -> PgPoolOptions {
+pub(super) fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_millis(1200))
@@ -111,7 +111,7 @@ pub fn pool_options() -> PgPoolOptions {
 /// Boxed as `Send` here, where lifetimes are concrete: sqlx's transaction
 /// executor otherwise trips the compiler's higher-ranked `Send` inference
 /// inside `async_trait` methods.
-pub fn create_schema(
+pub(super) fn create_schema(
     pool: PgPool,
     ddl: &'static str,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send>> {
@@ -148,6 +148,9 @@ impl SessionStore for PostgresStore {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         self.db_touch(key, last_seen_at, expires_at).await
+    }
+    async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {
+        self.db_update(record).await
     }
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
         self.db_delete(key).await

@@ -38,6 +38,13 @@ const SET_ROLE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'role', ARGV[1]) end
 return 1";
 
+// Data only for a session that still exists (never recreate a deleted one).
+const SET_DATA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'data', ARGV[2])
+else redis.call('HDEL', KEYS[1], 'data') end
+return 1";
+
 const HIT: &str = r"
 local n = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
@@ -199,6 +206,7 @@ fn record_from_hash(key: TokenHash, mut h: HashMap<String, String>) -> Option<Se
         user_version: take("user_version")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
+        data: take("data"),
     })
 }
 
@@ -221,11 +229,13 @@ impl SessionStore for RedisStore {
             ("csrf_secret", r.csrf_secret.clone()),
             ("user_version", r.user_version.to_string()),
         ];
+        let data = r.data.as_ref().map(|d| ("data", d.clone()));
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(&skey, &fields)
-            .ignore()
-            .cmd("PEXPIREAT")
+        pipe.atomic().hset_multiple(&skey, &fields).ignore();
+        if let Some(data) = &data {
+            pipe.hset(&skey, data.0, &data.1).ignore();
+        }
+        pipe.cmd("PEXPIREAT")
             .arg(&skey)
             .arg(r.expires_at)
             .ignore()
@@ -270,6 +280,15 @@ impl SessionStore for RedisStore {
             .arg(expires_at)
             .arg(format!("{}u:", self.prefix));
         self.run(inv.invoke_async::<i64>(&mut c)).await.map(drop)
+    }
+
+    async fn update(&self, r: &SessionRecord) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let script = Script::new(SET_DATA);
+        let mut inv = script.key(self.session_key(&r.key()));
+        inv.arg(if r.data.is_some() { "1" } else { "0" })
+            .arg(r.data.as_deref().unwrap_or(""));
+        Ok(self.run(inv.invoke_async::<i64>(&mut c)).await? == 1)
     }
 
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {

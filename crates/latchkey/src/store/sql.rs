@@ -33,6 +33,7 @@ macro_rules! sql_store_impl {
                 ip: row.try_get("ip")?,
                 csrf_secret: row.try_get("csrf_secret")?,
                 user_version: row.try_get::<i64, _>("user_version")?.max(0) as u64,
+                data: row.try_get("data")?,
             })
         }
 
@@ -58,8 +59,8 @@ macro_rules! sql_store_impl {
                 self.run(async {
                     sqlx::query(
                         "INSERT INTO latchkey_sessions (token_hash, id, user_id, username, role, \
-                         created_at, last_seen_at, expires_at, user_agent, ip, csrf_secret, user_version) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                         created_at, last_seen_at, expires_at, user_agent, ip, csrf_secret, user_version, data) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                     )
                     .bind(r.key().0.to_vec())
                     .bind(&r.id)
@@ -73,6 +74,7 @@ macro_rules! sql_store_impl {
                     .bind(&r.ip)
                     .bind(&r.csrf_secret)
                     .bind(r.user_version.min(i64::MAX as u64) as i64)
+                    .bind(&r.data)
                     .execute(&self.pool().await?)
                     .await?;
                     Ok(())
@@ -102,6 +104,18 @@ macro_rules! sql_store_impl {
                     .execute(&self.pool().await?)
                     .await?;
                     Ok(())
+                })
+                .await
+            }
+
+            async fn db_update(&self, r: &SessionRecord) -> Result<bool, StoreError> {
+                self.run(async {
+                    let done = sqlx::query("UPDATE latchkey_sessions SET data = $2 WHERE token_hash = $1")
+                        .bind(r.key().0.to_vec())
+                        .bind(&r.data)
+                        .execute(&self.pool().await?)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
                 })
                 .await
             }

@@ -86,20 +86,27 @@ type TouchPause = (
     tokio::sync::oneshot::Receiver<()>,
 );
 
-/// Tables made by 0.1 lack `user_version`; SQLite has no
-/// `ADD COLUMN IF NOT EXISTS`, so look first.
-async fn add_user_version(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let (n,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM pragma_table_info('latchkey_sessions') WHERE name = 'user_version'",
-    )
-    .fetch_one(pool)
-    .await?;
-    if n == 0 {
-        sqlx::query(
-            "ALTER TABLE latchkey_sessions ADD COLUMN user_version INTEGER NOT NULL DEFAULT 0",
+/// Columns added since 0.1 (`user_version`) and 0.2 (`data`); SQLite has
+/// no `ADD COLUMN IF NOT EXISTS`, so look first. The schema's trigger on
+/// `data` may predate the column: SQLite resolves it only when it fires.
+async fn add_new_columns(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    for (column, decl) in [
+        ("user_version", "INTEGER NOT NULL DEFAULT 0"),
+        ("data", "TEXT"),
+    ] {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pragma_table_info('latchkey_sessions') WHERE name = $1",
         )
-        .execute(pool)
+        .bind(column)
+        .fetch_one(pool)
         .await?;
+        if n == 0 {
+            sqlx::query(&format!(
+                "ALTER TABLE latchkey_sessions ADD COLUMN {column} {decl}"
+            ))
+            .execute(pool)
+            .await?;
+        }
     }
     Ok(())
 }
@@ -228,7 +235,7 @@ impl SqliteStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let run = async {
             sqlx::raw_sql(SCHEMA).execute(&self.pool).await?;
-            add_user_version(&self.pool).await
+            add_new_columns(&self.pool).await
         };
         run.await.map_err(|e| StoreError::Unavailable {
             store: self.label.clone(),
@@ -474,6 +481,17 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
+    async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {
+        // Evicted like a revocation (the trigger logs it for other
+        // processes): the next load reads the new data from the database.
+        self.cache.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.entries.remove(&record.key());
+        let found = self.db_update(record).await?;
+        self.cache.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.entries.remove(&record.key());
+        Ok(found)
+    }
+
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
         self.cache.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.entries.remove(key);
@@ -523,7 +541,7 @@ impl SessionStore for SqliteStore {
 
 /// Connection options every latchkey SQLite pool uses: WAL so readers never
 /// wait on the writer, and a busy timeout so two processes can share a file.
-pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
+pub(super) fn connect_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
     Ok(SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -587,6 +605,39 @@ mod tests {
         tokio::time::sleep(super::RECHECK_EVERY * 3).await;
         assert!(b.load(&t1.hash()).await.unwrap().is_none(), "b saw a's");
         assert!(a.load(&t2.hash()).await.unwrap().is_none(), "a saw b's");
+    }
+
+    /// Session data set by another process reaches this one's cache too
+    /// (the data trigger logs the change like a revocation); a 0.1-era
+    /// table without the column is upgraded by `migrate`.
+    #[tokio::test]
+    async fn data_set_by_another_process_is_seen_and_old_tables_upgrade() {
+        let (a, url) = fresh().await;
+        let b = super::SqliteStore::open(&url).await.unwrap();
+        let (tok, mut rec) = record("kai");
+        a.create(&rec).await.unwrap();
+        assert_eq!(a.load(&tok.hash()).await.unwrap().unwrap().data, None);
+        rec.data = Some("[1]".into());
+        assert!(b.update(&rec).await.unwrap());
+        tokio::time::sleep(super::RECHECK_EVERY * 3).await;
+        let seen = a.load(&tok.hash()).await.unwrap().unwrap();
+        assert_eq!(seen.data.as_deref(), Some("[1]"), "a's cache saw b's data");
+
+        let pool = app_pool(&url).await;
+        sqlx::raw_sql(
+            "DROP TRIGGER latchkey_sessions_data_changed; \
+             ALTER TABLE latchkey_sessions DROP COLUMN data",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        b.migrate().await.unwrap();
+        rec.data = Some("[2]".into());
+        assert!(b.update(&rec).await.unwrap());
+        assert_eq!(
+            b.load(&tok.hash()).await.unwrap().unwrap().data.as_deref(),
+            Some("[2]")
+        );
     }
 
     /// Two stores on one file stand for two processes (a server and the CLI):

@@ -30,6 +30,7 @@ pub fn record(user: &str) -> (SessionToken, SessionRecord) {
         ip: "127.0.0.1".into(),
         csrf_secret: "c".repeat(43),
         user_version: 3,
+        data: None,
     };
     (token, rec)
 }
@@ -112,6 +113,26 @@ macro_rules! store_suite {
             s.delete(&tok.hash()).await.unwrap();
             assert!(s.load(&tok.hash()).await.unwrap().is_none());
             s.delete(&tok.hash()).await.unwrap(); // idempotent
+        }
+
+        #[tokio::test]
+        async fn update_sets_and_clears_data_and_never_resurrects() {
+            let Some(s) = $make.await else { return };
+            let (tok, mut rec) = record("u1");
+            rec.data = Some(r#"{"cart":[1]}"#.into());
+            s.create(&rec).await.unwrap();
+            assert_eq!(s.load(&tok.hash()).await.unwrap().unwrap().data, rec.data);
+            rec.data = Some(r#"{"cart":[1,2]}"#.into());
+            assert!(s.update(&rec).await.unwrap());
+            let got = s.load(&tok.hash()).await.unwrap().expect("still there");
+            assert_eq!(*got, rec, "only the data changed");
+            rec.data = None;
+            assert!(s.update(&rec).await.unwrap());
+            assert_eq!(s.load(&tok.hash()).await.unwrap().unwrap().data, None);
+            s.delete(&tok.hash()).await.unwrap();
+            rec.data = Some("1".into());
+            assert!(!s.update(&rec).await.unwrap(), "a deleted session is gone");
+            assert!(s.load(&tok.hash()).await.unwrap().is_none());
         }
 
         #[tokio::test]
