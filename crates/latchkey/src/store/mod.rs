@@ -17,6 +17,10 @@ use async_trait::async_trait;
 
 use crate::session::{SessionRecord, TokenHash};
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod bus;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+mod cache;
 #[cfg(feature = "memory")]
 mod memory;
 #[cfg(feature = "postgres")]

@@ -1,11 +1,20 @@
 //! PostgreSQL store: sessions and counters shared by several instances.
+//!
+//! Each instance caches the sessions it reads; revocations are announced
+//! with `pg_notify` in the revoking statement itself and the
+//! [`bus`](super::bus) keeps every instance's cache exact.
 
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use tokio::sync::OnceCell;
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use tokio::sync::{mpsc, OnceCell};
 
+use super::bus::{Bus, Revoked, Transport};
+use super::cache::SessionCache;
 use super::{sql::sql_store_impl, CounterStore, SessionStore, StoreError};
 use crate::session::{now_ms, SessionRecord, TokenHash};
 
@@ -17,7 +26,88 @@ const SCHEMA: &str = include_str!("../../schema/postgres.sql");
 pub struct PostgresStore {
     pool: PgPool,
     label: String,
-    schema_ready: std::sync::Arc<OnceCell<()>>,
+    schema_ready: Arc<OnceCell<()>>,
+    cache: Arc<SessionCache>,
+    /// Started at the first operation (inside the runtime).
+    bus: Arc<OnceLock<Bus>>,
+    transport: Arc<PgTransport>,
+}
+
+/// The bus over `LISTEN/NOTIFY` on a channel named for the database and
+/// schema, so stores in different schemas of one database keep apart.
+struct PgTransport {
+    pool: PgPool,
+    label: String,
+    channel: OnceCell<String>,
+}
+
+impl PgTransport {
+    fn fail(&self, e: sqlx::Error) -> StoreError {
+        StoreError::Unavailable {
+            store: self.label.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn channel(&self) -> Result<&str, StoreError> {
+        self.channel
+            .get_or_try_init(|| async {
+                super::bounded(&self.label, async {
+                    sqlx::query_scalar::<_, String>(
+                        "SELECT 'latchkey_' || substr(md5(current_database() || '.' || current_schema()), 1, 16)",
+                    )
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| self.fail(e))
+                })
+                .await
+            })
+            .await
+            .map(String::as_str)
+    }
+}
+
+#[async_trait]
+impl Transport for PgTransport {
+    async fn publish(&self, message: String) -> Result<(), StoreError> {
+        let channel = self.channel().await?;
+        super::bounded(&self.label, async {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(message)
+                .execute(&self.pool)
+                .await
+                .map(drop)
+                .map_err(|e| self.fail(e))
+        })
+        .await
+    }
+
+    async fn listen(&self) -> Result<mpsc::Receiver<String>, StoreError> {
+        let channel = self.channel().await?.to_owned();
+        let listener = super::bounded(&self.label, async {
+            let mut l = PgListener::connect_with(&self.pool)
+                .await
+                .map_err(|e| self.fail(e))?;
+            l.listen(&channel).await.map_err(|e| self.fail(e))?;
+            Ok(l)
+        })
+        .await?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(forward(listener, tx));
+        Ok(rx)
+    }
+}
+
+/// Passes notifications on until the connection drops (`try_recv` says so
+/// with `None`; `recv` would reconnect silently and hide the gap) or the
+/// bus stops listening.
+async fn forward(mut listener: PgListener, tx: mpsc::Sender<String>) {
+    while let Ok(Some(n)) = listener.try_recv().await {
+        if tx.send(n.payload().to_owned()).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl PostgresStore {
@@ -34,11 +124,64 @@ impl PostgresStore {
             store: label.clone(),
             reason: e.to_string(),
         })?;
-        Ok(Self {
-            pool: pool_options().connect_lazy_with(options),
+        Ok(Self::assemble(
+            pool_options().connect_lazy_with(options),
+            label,
+        ))
+    }
+
+    fn assemble(pool: PgPool, label: String) -> Self {
+        Self {
+            transport: Arc::new(PgTransport {
+                pool: pool.clone(),
+                label: label.clone(),
+                channel: OnceCell::new(),
+            }),
+            pool,
             label,
             schema_ready: Default::default(),
-        })
+            cache: Arc::new(SessionCache::new()),
+            bus: Default::default(),
+        }
+    }
+
+    fn bus(&self) -> &Bus {
+        self.bus
+            .get_or_init(|| Bus::start(self.transport.clone(), self.cache.clone()))
+    }
+
+    /// Runs a revoking statement whose first parameters are `binds`... and
+    /// whose last two are the bus channel and message, so the revocation
+    /// and its announcement commit together; then waits for every instance
+    /// to drop it. Returns the rows the statement changed.
+    async fn revoke(
+        &self,
+        what: Revoked<'_>,
+        sql: &'static str,
+        binds: Binds<'_>,
+    ) -> Result<u64, StoreError> {
+        let bus = self.bus();
+        let announcement = bus.announce(what);
+        let channel = self.transport.channel().await?;
+        let n = self
+            .run(async {
+                let q = sqlx::query(sql);
+                let q = match binds {
+                    Binds::Key(k) => q.bind(k.0.to_vec()),
+                    Binds::KeyData(k, d) => q.bind(k.0.to_vec()).bind(d),
+                    Binds::UserKeep(u, keep) => q.bind(u).bind(keep),
+                    Binds::UserRole(u, r) => q.bind(u).bind(r),
+                };
+                let row = q
+                    .bind(channel)
+                    .bind(&announcement.message)
+                    .fetch_one(&self.pool().await?)
+                    .await?;
+                row.try_get::<i64, _>("n")
+            })
+            .await?;
+        bus.settle(announcement).await;
+        Ok(n.max(0) as u64)
     }
 
     /// A store on the app's own pool: the sessions live in the app's
@@ -61,11 +204,7 @@ impl PostgresStore {
     pub fn from_pool(pool: PgPool) -> Self {
         let options = pool.connect_options();
         let label = format!("postgres {}:{}", options.get_host(), options.get_port());
-        Self {
-            pool,
-            label,
-            schema_ready: Default::default(),
-        }
+        Self::assemble(pool, label)
     }
 
     /// Creates latchkey's tables and indexes if missing and upgrades those
@@ -129,17 +268,48 @@ pub(super) fn create_schema(
 
 sql_store_impl!(PostgresStore, PgRow);
 
-// Every request reads PostgreSQL: revocations by any instance are seen at once.
-#[async_trait::async_trait]
+/// The parameters a revoking statement takes before channel and message.
+enum Binds<'a> {
+    Key(&'a TokenHash),
+    KeyData(&'a TokenHash, Option<&'a str>),
+    UserKeep(&'a str, Vec<u8>),
+    UserRole(&'a str, &'a str),
+}
+
+// Reads come from the cache while the bus hears (see store/bus.rs);
+// revocations announce themselves in the same statement.
+#[async_trait]
 impl SessionStore for PostgresStore {
     async fn create(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        self.db_create(record).await
+        self.db_create(record).await?;
+        if self.bus().serving() {
+            self.cache
+                .insert_new(record.key(), Arc::new(record.clone()));
+        }
+        Ok(())
     }
-    async fn load(
-        &self,
-        key: &TokenHash,
-    ) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
-        self.db_load(key).await
+    async fn load(&self, key: &TokenHash) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let bus = self.bus();
+        if bus.serving() {
+            if let Some(hit) = self.cache.get(key) {
+                // Looking expired may only mean another instance kept it
+                // alive: only the database can say.
+                if hit.expires_at > now_ms() {
+                    return Ok(Some(hit));
+                }
+            }
+        }
+        let generation = self.cache.generation();
+        let found = self.db_load(key).await?;
+        if bus.serving() {
+            match &found {
+                Some(r) => self
+                    .cache
+                    .insert_unless_evicted(*key, r.clone(), generation),
+                None => self.cache.evict(key),
+            }
+        }
+        Ok(found)
     }
     async fn touch(
         &self,
@@ -147,13 +317,42 @@ impl SessionStore for PostgresStore {
         last_seen_at: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        self.db_touch(key, last_seen_at, expires_at).await
+        let generation = self.cache.generation();
+        self.db_touch(key, last_seen_at, expires_at).await?;
+        if let Some(hit) = self.cache.get(key) {
+            let mut r = SessionRecord::clone(&hit);
+            r.last_seen_at = last_seen_at;
+            r.expires_at = expires_at;
+            self.cache
+                .insert_unless_evicted(*key, Arc::new(r), generation);
+        }
+        Ok(())
     }
     async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {
-        self.db_update(record).await
+        let key = record.key();
+        self.cache.evict(&key);
+        let n = self
+            .revoke(
+                Revoked::Session(&key),
+                "WITH u AS (UPDATE latchkey_sessions SET data = $2 WHERE token_hash = $1 RETURNING 1) \
+                 SELECT pg_notify($3, $4)::text AS sent, (SELECT count(*) FROM u) AS n",
+                Binds::KeyData(&key, record.data.as_deref()),
+            )
+            .await?;
+        self.cache.evict(&key);
+        Ok(n > 0)
     }
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
-        self.db_delete(key).await
+        self.cache.evict(key);
+        self.revoke(
+            Revoked::Session(key),
+            "WITH d AS (DELETE FROM latchkey_sessions WHERE token_hash = $1 RETURNING 1) \
+             SELECT pg_notify($2, $3)::text AS sent, (SELECT count(*) FROM d) AS n",
+            Binds::Key(key),
+        )
+        .await?;
+        self.cache.evict(key);
+        Ok(())
     }
     async fn list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
         self.db_list_user(user_id).await
@@ -163,11 +362,31 @@ impl SessionStore for PostgresStore {
         user_id: &str,
         keep: Option<&TokenHash>,
     ) -> Result<u64, StoreError> {
-        self.db_delete_user(user_id, keep).await
+        let keep = keep.map(|k| k.0.to_vec()).unwrap_or_default();
+        let n = self
+            .revoke(
+                Revoked::User(user_id),
+                "WITH d AS (DELETE FROM latchkey_sessions WHERE user_id = $1 AND token_hash <> $2 RETURNING 1) \
+                 SELECT pg_notify($3, $4)::text AS sent, (SELECT count(*) FROM d) AS n",
+                Binds::UserKeep(user_id, keep),
+            )
+            .await?;
+        self.cache.evict_user(user_id);
+        Ok(n)
     }
     async fn set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {
-        self.db_set_role(user_id, role).await
+        self.revoke(
+            Revoked::User(user_id),
+            "WITH u AS (UPDATE latchkey_sessions SET role = $2 WHERE user_id = $1 RETURNING 1) \
+             SELECT pg_notify($3, $4)::text AS sent, (SELECT count(*) FROM u) AS n",
+            Binds::UserRole(user_id, role),
+        )
+        .await?;
+        self.cache.evict_user(user_id);
+        Ok(())
     }
+    // Expired sessions need no announcement: a cached copy looks expired
+    // too (expiry only moves forward), so it is read again, and found gone.
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
         self.db_sweep(now).await
     }
@@ -182,6 +401,46 @@ mod tests {
         let url = crate::store::suite::postgres_url().await?;
         Some(super::PostgresStore::open(&url).unwrap())
     });
+
+    /// Two instances on one schema: a session revoked on one is never
+    /// served by the other once the revocation has answered, even with
+    /// both revocation listeners killed half-way (they reconnect), and the
+    /// cache does answer while the bus hears.
+    #[tokio::test]
+    async fn revocation_is_exact_across_instances() {
+        let Some(url) = crate::store::suite::postgres_url().await else {
+            return;
+        };
+        let a = super::PostgresStore::open(&url).unwrap();
+        let b = super::PostgresStore::open(&url).unwrap();
+        let channel = {
+            a.migrate().await.unwrap();
+            b.migrate().await.unwrap();
+            a.transport.channel().await.unwrap().to_owned()
+        };
+        let (sa, sb) = (a.clone(), b.clone());
+        crate::store::bus::tests::until("a", || sa.bus().serving()).await;
+        crate::store::bus::tests::until("b", || sb.bus().serving()).await;
+        let admin = sqlx::PgPool::connect(&url).await.unwrap();
+        let kill = async {
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1",
+            )
+            .bind(format!("LISTEN \"{channel}\""))
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+            assert_eq!(killed.len(), 2, "both listeners found and killed");
+        };
+        let rounds = crate::store::bus::tests::rounds();
+        let hits =
+            crate::store::bus::tests::race(&a, &b, rounds, |k| b.cache.get(k).is_some(), kill)
+                .await;
+        assert!(
+            hits > rounds / 4,
+            "b's cache answered only {hits} of {rounds} reads"
+        );
+    }
 
     /// The same suite on a pool the app made, tables made by `migrate`.
     mod from_pool {

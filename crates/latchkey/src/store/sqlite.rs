@@ -423,6 +423,64 @@ impl SqliteStore {
 
 sql_store_impl!(SqliteStore, SqliteRow);
 
+/// Revocations: plain statements, since the triggers log them for every
+/// process (PostgreSQL's announce themselves in the statement instead).
+impl SqliteStore {
+    async fn db_update(&self, r: &SessionRecord) -> Result<bool, StoreError> {
+        self.run(async {
+            let done = sqlx::query("UPDATE latchkey_sessions SET data = $2 WHERE token_hash = $1")
+                .bind(r.key().0.to_vec())
+                .bind(&r.data)
+                .execute(&self.pool().await?)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn db_delete(&self, key: &TokenHash) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query("DELETE FROM latchkey_sessions WHERE token_hash = $1")
+                .bind(key.0.to_vec())
+                .execute(&self.pool().await?)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn db_delete_user(
+        &self,
+        user_id: &str,
+        keep: Option<&TokenHash>,
+    ) -> Result<u64, StoreError> {
+        let keep = keep.map(|k| k.0.to_vec()).unwrap_or_default();
+        self.run(async {
+            let done = sqlx::query(
+                "DELETE FROM latchkey_sessions WHERE user_id = $1 AND token_hash <> $2",
+            )
+            .bind(user_id)
+            .bind(keep)
+            .execute(&self.pool().await?)
+            .await?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    async fn db_set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query("UPDATE latchkey_sessions SET role = $2 WHERE user_id = $1")
+                .bind(user_id)
+                .bind(role)
+                .execute(&self.pool().await?)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create(&self, record: &SessionRecord) -> Result<(), StoreError> {
