@@ -1,16 +1,26 @@
 //! Redis store: sessions as hashes that expire by key TTL, a per-user set
 //! index for "end all sessions of this user", and counters with TTLs.
+//!
+//! Each instance caches the sessions it reads; revocations are announced
+//! with `PUBLISH` in the revoking `MULTI` or script, and the
+//! [`bus`](super::bus) keeps every instance's cache exact. Pub/sub rather
+//! than RESP3 client-side caching: it works on Redis 6 with RESP2 and on
+//! every redis-rs connection type, and the same bus serves PostgreSQL.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use tokio::sync::OnceCell;
+use tokio::sync::{mpsc, OnceCell};
 
+use super::bus::{Bus, Revoked, Transport};
+use super::cache::SessionCache;
 use super::{CounterStore, SessionStore, StoreError};
-use crate::session::{ms, SessionRecord, TokenHash};
+use crate::session::{ms, now_ms, SessionRecord, TokenHash};
 
 /// Sessions and counters in Redis.
 ///
@@ -18,10 +28,86 @@ use crate::session::{ms, SessionRecord, TokenHash};
 /// several deployments or test runs share one Redis; the default is `latchkey:`.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    conn: std::sync::Arc<OnceCell<ConnectionManager>>,
+    link: Arc<Link>,
     prefix: String,
+    cache: Arc<SessionCache>,
+    /// Started at the first operation (inside the runtime).
+    bus: Arc<OnceLock<Bus>>,
+}
+
+/// The connection, shared by the store and its bus.
+struct Link {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
     label: String,
+    /// The bus's channel: `PREFIXbus`.
+    channel: String,
+}
+
+impl Link {
+    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable {
+            store: self.label.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(1000)))
+            .set_response_timeout(Some(Duration::from_millis(1000)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = self
+            .conn
+            .get_or_try_init(|| async {
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            })
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(manager.clone())
+    }
+
+    async fn run<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        super::bounded(&self.label, async { fut.await.map_err(|e| self.fail(e)) }).await
+    }
+}
+
+#[async_trait]
+impl Transport for Link {
+    async fn publish(&self, message: String) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        self.run(c.publish::<_, _, ()>(&self.channel, message))
+            .await
+    }
+
+    async fn listen(&self) -> Result<mpsc::Receiver<String>, StoreError> {
+        let pubsub = self
+            .run(async {
+                let mut p = self.client.get_async_pubsub().await?;
+                p.subscribe(&self.channel).await?;
+                Ok(p)
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            // Ends when the connection drops (the stream ends) or the bus
+            // stops listening.
+            let mut messages = pubsub.into_on_message();
+            while let Some(m) = messages.next().await {
+                let Ok(payload) = m.get_payload::<String>() else {
+                    continue;
+                };
+                if tx.send(payload).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
 }
 
 // Touch only a session that still exists, so a request racing a logout
@@ -39,7 +125,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'role', A
 return 1";
 
 // Data only for a session that still exists (never recreate a deleted one).
+// ... and announced to every instance's cache in the same step.
 const SET_DATA: &str = r"
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'data', ARGV[2])
 else redis.call('HDEL', KEYS[1], 'data') end
@@ -75,12 +163,26 @@ impl RedisStore {
             store: label.clone(),
             reason: e.to_string(),
         })?;
-        Ok(Self {
-            client,
-            conn: Default::default(),
+        Ok(Self::assemble(client, prefix, label))
+    }
+
+    fn assemble(client: redis::Client, prefix: String, label: String) -> Self {
+        Self {
+            link: Arc::new(Link {
+                client,
+                conn: OnceCell::new(),
+                label,
+                channel: format!("{prefix}bus"),
+            }),
             prefix,
-            label,
-        })
+            cache: Arc::new(SessionCache::new()),
+            bus: Default::default(),
+        }
+    }
+
+    fn bus(&self) -> &Bus {
+        self.bus
+            .get_or_init(|| Bus::start(self.link.clone(), self.cache.clone()))
     }
 
     /// A store on the app's own client, its keys under `prefix` (`open`'s
@@ -97,35 +199,11 @@ impl RedisStore {
     /// ```
     pub fn from_client(client: redis::Client, prefix: impl Into<String>) -> Self {
         let label = format!("redis {}", client.get_connection_info().addr());
-        Self {
-            client,
-            conn: Default::default(),
-            prefix: prefix.into(),
-            label,
-        }
-    }
-
-    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Unavailable {
-            store: self.label.clone(),
-            reason: e.to_string(),
-        }
+        Self::assemble(client, prefix.into(), label)
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(1000)))
-            .set_response_timeout(Some(Duration::from_millis(1000)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let manager = self
-            .conn
-            .get_or_try_init(|| async {
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(manager.clone())
+        self.link.conn().await
     }
 
     fn session_key(&self, key: &TokenHash) -> String {
@@ -140,7 +218,7 @@ impl RedisStore {
         &self,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        super::bounded(&self.label, async { fut.await.map_err(|e| self.fail(e)) }).await
+        self.link.run(fut).await
     }
 
     /// Loads the sessions behind the hex keys of one user's index, pruning
@@ -254,17 +332,34 @@ impl SessionStore for RedisStore {
         self.run(pipe.query_async::<()>(&mut c)).await
     }
 
-    async fn load(
-        &self,
-        key: &TokenHash,
-    ) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
+    async fn load(&self, key: &TokenHash) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let bus = self.bus();
+        if bus.serving() {
+            if let Some(hit) = self.cache.get(key) {
+                // Looking expired may only mean another instance kept it
+                // alive: only Redis can say.
+                if hit.expires_at > now_ms() {
+                    return Ok(Some(hit));
+                }
+            }
+        }
+        let generation = self.cache.generation();
         let mut c = self.conn().await?;
         let h: HashMap<String, String> = self.run(c.hgetall(self.session_key(key))).await?;
-        Ok(if h.is_empty() {
+        let found = if h.is_empty() {
             None
         } else {
-            record_from_hash(*key, h).map(std::sync::Arc::new)
-        })
+            record_from_hash(*key, h).map(Arc::new)
+        };
+        if bus.serving() {
+            match &found {
+                Some(r) => self
+                    .cache
+                    .insert_unless_evicted(*key, r.clone(), generation),
+                None => self.cache.evict(key),
+            }
+        }
+        Ok(found)
     }
 
     async fn touch(
@@ -273,28 +368,58 @@ impl SessionStore for RedisStore {
         last_seen_at: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        let generation = self.cache.generation();
         let mut c = self.conn().await?;
         let script = Script::new(TOUCH);
         let mut inv = script.key(self.session_key(key));
         inv.arg(last_seen_at)
             .arg(expires_at)
             .arg(format!("{}u:", self.prefix));
-        self.run(inv.invoke_async::<i64>(&mut c)).await.map(drop)
+        self.run(inv.invoke_async::<i64>(&mut c)).await?;
+        if let Some(hit) = self.cache.get(key) {
+            let mut r = SessionRecord::clone(&hit);
+            r.last_seen_at = last_seen_at;
+            r.expires_at = expires_at;
+            self.cache
+                .insert_unless_evicted(*key, Arc::new(r), generation);
+        }
+        Ok(())
     }
 
     async fn update(&self, r: &SessionRecord) -> Result<bool, StoreError> {
+        let key = r.key();
+        let bus = self.bus();
+        let announcement = bus.announce(Revoked::Session(&key));
+        self.cache.evict(&key);
         let mut c = self.conn().await?;
         let script = Script::new(SET_DATA);
-        let mut inv = script.key(self.session_key(&r.key()));
+        let mut inv = script.key(self.session_key(&key));
         inv.arg(if r.data.is_some() { "1" } else { "0" })
-            .arg(r.data.as_deref().unwrap_or(""));
-        Ok(self.run(inv.invoke_async::<i64>(&mut c)).await? == 1)
+            .arg(r.data.as_deref().unwrap_or(""))
+            .arg(&self.link.channel)
+            .arg(&announcement.message);
+        let found = self.run(inv.invoke_async::<i64>(&mut c)).await? == 1;
+        self.cache.evict(&key);
+        bus.settle(announcement).await;
+        Ok(found)
     }
 
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
+        let bus = self.bus();
+        let announcement = bus.announce(Revoked::Session(key));
+        self.cache.evict(key);
         let mut c = self.conn().await?;
         // The index entry is pruned lazily by `user_sessions`.
-        self.run(c.del::<_, ()>(self.session_key(key))).await
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(self.session_key(key))
+            .ignore()
+            .publish(&self.link.channel, &announcement.message)
+            .ignore();
+        self.run(pipe.query_async::<()>(&mut c)).await?;
+        self.cache.evict(key);
+        bus.settle(announcement).await;
+        Ok(())
     }
 
     async fn list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
@@ -320,9 +445,18 @@ impl SessionStore for RedisStore {
             .iter()
             .map(|h| format!("{}s:{h}", self.prefix))
             .collect();
+        let bus = self.bus();
+        let announcement = bus.announce(Revoked::User(user_id));
         let mut pipe = redis::pipe();
-        pipe.atomic().del(&keys).srem(&ukey, &doomed).ignore();
+        pipe.atomic()
+            .del(&keys)
+            .srem(&ukey, &doomed)
+            .ignore()
+            .publish(&self.link.channel, &announcement.message)
+            .ignore();
         let (n,): (u64,) = self.run(pipe.query_async(&mut c)).await?;
+        self.cache.evict_user(user_id);
+        bus.settle(announcement).await;
         Ok(n)
     }
 
@@ -335,6 +469,14 @@ impl SessionStore for RedisStore {
             inv.arg(role);
             self.run(inv.invoke_async::<i64>(&mut c)).await?;
         }
+        // Announced after the changes: a role is never a reason to serve
+        // less (with `Builder::users` it comes from the user anyway).
+        let bus = self.bus();
+        let announcement = bus.announce(Revoked::User(user_id));
+        self.run(c.publish::<_, _, ()>(&self.link.channel, &announcement.message))
+            .await?;
+        self.cache.evict_user(user_id);
+        bus.settle(announcement).await;
         Ok(())
     }
 
@@ -405,6 +547,42 @@ mod tests {
         let url = crate::store::suite::redis_url()?;
         Some(super::RedisStore::open(&url).unwrap())
     });
+
+    /// Two instances on one prefix: a session revoked on one is never
+    /// served by the other once the revocation has answered, even with the
+    /// pub/sub connections killed half-way (`CLIENT KILL TYPE pubsub`:
+    /// other buses on this Redis reconnect too, which they must survive).
+    #[tokio::test]
+    async fn revocation_is_exact_across_instances() {
+        let Some(url) = crate::store::suite::redis_url() else {
+            return;
+        };
+        let a = super::RedisStore::open(&url).unwrap();
+        let b = super::RedisStore::open(&url).unwrap();
+        let (sa, sb) = (a.clone(), b.clone());
+        crate::store::bus::tests::until("a", || sa.bus().serving()).await;
+        crate::store::bus::tests::until("b", || sb.bus().serving()).await;
+        let admin = a.link.clone();
+        let kill = async move {
+            let mut c = admin.conn().await.unwrap();
+            let killed: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            assert!(killed >= 2, "both listeners killed ({killed})");
+        };
+        let rounds = crate::store::bus::tests::rounds();
+        let hits =
+            crate::store::bus::tests::race(&a, &b, rounds, |k| b.cache.get(k).is_some(), kill)
+                .await;
+        assert!(
+            hits > rounds / 4,
+            "b's cache answered only {hits} of {rounds} reads"
+        );
+    }
 
     /// The same suite on a client the app made.
     mod from_client {
