@@ -329,7 +329,11 @@ impl SessionStore for RedisStore {
             .arg(r.expires_at)
             .arg("GT")
             .ignore();
-        self.run(pipe.query_async::<()>(&mut c)).await
+        self.run(pipe.query_async::<()>(&mut c)).await?;
+        if self.bus().serving() {
+            self.cache.insert_new(r.key(), Arc::new(r.clone()));
+        }
+        Ok(())
     }
 
     async fn load(&self, key: &TokenHash) -> Result<Option<Arc<SessionRecord>>, StoreError> {

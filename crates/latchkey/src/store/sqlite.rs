@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use quick_cache::sync::Cache;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -36,8 +35,6 @@ use crate::session::{now_ms, SessionRecord, TokenHash};
 
 const SCHEMA: &str = include_str!("../../schema/sqlite.sql");
 
-/// Sessions cached per process (about 0.5 KiB each at most).
-const CACHE_CAPACITY: usize = 100_000;
 /// How stale the "has anyone committed?" answer may be.
 const RECHECK_EVERY: Duration = Duration::from_millis(1);
 /// More new revocations than this at once: drop the whole cache instead.
@@ -55,7 +52,7 @@ pub struct SqliteStore {
 }
 
 struct SessionCache {
-    entries: Cache<TokenHash, Arc<SessionRecord>>,
+    entries: super::cache::SessionCache,
     #[cfg(test)]
     db: PathBuf,
     #[cfg(test)]
@@ -63,9 +60,6 @@ struct SessionCache {
     started: Instant,
     /// Micros since `started` at which the last completed check began.
     checked_at: AtomicU64,
-    /// Bumped by every eviction. A load or touch that ran while it moved
-    /// may hold a record from before a revocation: it is not cached.
-    generation: AtomicU64,
     /// The log reader, one check at a time; latecomers find the work done.
     /// A connection of its own: requests wait on that read, so it must not
     /// queue behind writes (a login storm holding the main pool pushed GET
@@ -127,20 +121,6 @@ impl SessionCache {
 
     fn last_seq(&self) -> std::sync::MutexGuard<'_, i64> {
         self.last_seq.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Caches `record` unless an eviction ran since `generation` was read.
-    /// Checking again after the insert closes the gap between check and
-    /// insert: an eviction in it bumps the generation before it removes,
-    /// so either it removes this entry or the second check sees it.
-    fn insert_unless_evicted(&self, key: TokenHash, record: Arc<SessionRecord>, generation: u64) {
-        if self.generation.load(Ordering::SeqCst) == generation {
-            self.entries.insert(key, record);
-            if self.generation.load(Ordering::SeqCst) == generation {
-                return;
-            }
-        }
-        self.entries.remove(&key);
     }
 }
 
@@ -258,14 +238,13 @@ impl SqliteStore {
             (db, PathBuf::from(wal))
         };
         let cache = Arc::new(SessionCache {
-            entries: Cache::new(CACHE_CAPACITY),
+            entries: super::cache::SessionCache::new(),
             #[cfg(test)]
             db,
             #[cfg(test)]
             wal,
             started: Instant::now(),
             checked_at: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
             reader: tokio::sync::Mutex::new(None),
             options,
             last_seq: Mutex::new(0),
@@ -397,9 +376,6 @@ impl SqliteStore {
             Some(seq) => seq != last_seq + 1,
             None => max_seq > last_seq,
         };
-        if gap || !rows.is_empty() {
-            c.generation.fetch_add(1, Ordering::SeqCst);
-        }
         let new_last = if gap || rows.len() as i64 > MAX_SYNC_ROWS {
             // Fell behind the pruned log or too much changed: start afresh.
             c.entries.clear();
@@ -409,7 +385,7 @@ impl SqliteStore {
             for row in &rows {
                 let hash: Vec<u8> = row.try_get("token_hash").unwrap_or_default();
                 if let Ok(h) = <[u8; 32]>::try_from(hash.as_slice()) {
-                    c.entries.remove(&TokenHash(h));
+                    c.entries.evict(&TokenHash(h));
                 }
                 last = row.try_get("seq").unwrap_or(last);
             }
@@ -487,7 +463,7 @@ impl SessionStore for SqliteStore {
         self.db_create(record).await?;
         self.cache
             .entries
-            .insert(record.key(), Arc::new(record.clone()));
+            .insert_new(record.key(), Arc::new(record.clone()));
         Ok(())
     }
 
@@ -500,13 +476,14 @@ impl SessionStore for SqliteStore {
                 return Ok(Some(hit));
             }
         }
-        let generation = self.cache.generation.load(Ordering::SeqCst);
+        let generation = self.cache.entries.generation();
         let found = self.db_load(key).await?;
         match &found {
             Some(r) => self
                 .cache
+                .entries
                 .insert_unless_evicted(*key, r.clone(), generation),
-            None => self.cache.entries.remove(key).map_or((), drop),
+            None => self.cache.entries.evict(key),
         }
         Ok(found)
     }
@@ -520,7 +497,7 @@ impl SessionStore for SqliteStore {
         self.db_touch(key, last_seen_at, expires_at).await?;
         // Read before the entry: an eviction between the two must stop the
         // write-back, or a revoked session would be cached again.
-        let generation = self.cache.generation.load(Ordering::SeqCst);
+        let generation = self.cache.entries.generation();
         if let Some(hit) = self.cache.entries.get(key) {
             let mut r = SessionRecord::clone(&hit);
             r.last_seen_at = last_seen_at;
@@ -534,6 +511,7 @@ impl SessionStore for SqliteStore {
                 }
             }
             self.cache
+                .entries
                 .insert_unless_evicted(*key, Arc::new(r), generation);
         }
         Ok(())
@@ -542,20 +520,16 @@ impl SessionStore for SqliteStore {
     async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {
         // Evicted like a revocation (the trigger logs it for other
         // processes): the next load reads the new data from the database.
-        self.cache.generation.fetch_add(1, Ordering::SeqCst);
-        self.cache.entries.remove(&record.key());
+        self.cache.entries.evict(&record.key());
         let found = self.db_update(record).await?;
-        self.cache.generation.fetch_add(1, Ordering::SeqCst);
-        self.cache.entries.remove(&record.key());
+        self.cache.entries.evict(&record.key());
         Ok(found)
     }
 
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
-        self.cache.generation.fetch_add(1, Ordering::SeqCst);
-        self.cache.entries.remove(key);
+        self.cache.entries.evict(key);
         self.db_delete(key).await?;
-        self.cache.generation.fetch_add(1, Ordering::SeqCst);
-        self.cache.entries.remove(key);
+        self.cache.entries.evict(key);
         Ok(())
     }
 
