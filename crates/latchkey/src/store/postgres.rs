@@ -266,7 +266,7 @@ pub(super) fn create_schema(
     })
 }
 
-sql_store_impl!(PostgresStore, PgRow);
+sql_store_impl!(PostgresStore, PgRow, sqlx::PgConnection);
 
 /// The parameters a revoking statement takes before channel and message.
 enum Binds<'a> {
@@ -388,7 +388,10 @@ impl SessionStore for PostgresStore {
     // Expired sessions need no announcement: a cached copy looks expired
     // too (expiry only moves forward), so it is read again, and found gone.
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
-        self.db_sweep(now).await
+        let mut conn = self
+            .run(async { self.pool().await?.acquire().await })
+            .await?;
+        self.db_sweep(&mut conn, now).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.db_ping().await

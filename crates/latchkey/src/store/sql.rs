@@ -13,7 +13,7 @@ pub(super) const SWEEP_BURST: std::time::Duration = std::time::Duration::from_mi
 pub(super) const SWEEP_REST_FACTOR: u32 = 4;
 
 macro_rules! sql_store_impl {
-    ($store:ty, $row:ty) => {
+    ($store:ty, $row:ty, $conn:ty) => {
         fn record_from_row(row: &$row) -> Result<SessionRecord, sqlx::Error> {
             use sqlx::Row;
             let hash: Vec<u8> = row.try_get("token_hash")?;
@@ -121,7 +121,9 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            async fn db_sweep(&self, now: i64) -> Result<u64, StoreError> {
+            /// Deletes expired sessions on `conn` in paced batches (see
+            /// [`SWEEP_BURST`](super::sql::SWEEP_BURST)).
+            async fn db_sweep(&self, conn: &mut $conn, now: i64) -> Result<u64, StoreError> {
                 let mut total = 0;
                 let mut batch: i64 = 100;
                 loop {
@@ -134,7 +136,7 @@ macro_rules! sql_store_impl {
                             )
                             .bind(now)
                             .bind(batch)
-                            .execute(&self.pool().await?)
+                            .execute(&mut *conn)
                             .await?;
                             Ok(done.rows_affected())
                         })
@@ -155,7 +157,7 @@ macro_rules! sql_store_impl {
                 self.run(async {
                     sqlx::query("DELETE FROM latchkey_counters WHERE expires_at < $1")
                         .bind(now)
-                        .execute(&self.pool().await?)
+                        .execute(&mut *conn)
                         .await?;
                     Ok(())
                 })

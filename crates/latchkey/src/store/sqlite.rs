@@ -65,6 +65,8 @@ struct SessionCache {
     /// queue behind writes (a login storm holding the main pool pushed GET
     /// p99 to 11x in bench/run.sh), and `data_version` is per connection.
     reader: tokio::sync::Mutex<Option<LogReader>>,
+    /// The sweep's own low-priority connection (see `low_priority_connection`).
+    sweeper: tokio::sync::Mutex<Option<SqliteConnection>>,
     /// How to (re)open the reader.
     options: SqliteConnectOptions,
     /// Highest revocation log row applied to `entries`.
@@ -246,6 +248,7 @@ impl SqliteStore {
             started: Instant::now(),
             checked_at: AtomicU64::new(0),
             reader: tokio::sync::Mutex::new(None),
+            sweeper: tokio::sync::Mutex::new(None),
             options,
             last_seq: Mutex::new(0),
             #[cfg(test)]
@@ -265,6 +268,34 @@ impl SqliteStore {
 
     async fn pool(&self) -> Result<SqlitePool, sqlx::Error> {
         Ok(self.pool.clone())
+    }
+
+    /// A connection whose SQLite thread runs at the lowest priority (nice
+    /// 19), for the sweep: its deletes then give way to requests on a busy
+    /// core. sqlx runs each connection on a thread it starts while
+    /// connecting, and a new thread inherits its creator's priority, so
+    /// the connecting is done from a thread lowered for the purpose.
+    async fn low_priority_connection(&self) -> Result<SqliteConnection, StoreError> {
+        let fail = |e: String| StoreError::Unavailable {
+            store: self.label.clone(),
+            reason: e,
+        };
+        let options = self.cache.options.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("latchkey-sweep-connect".into())
+            .spawn(move || {
+                if let Err(e) = thread_priority::set_current_thread_priority(
+                    thread_priority::ThreadPriority::Min,
+                ) {
+                    tracing::debug!(error = ?e, "could not lower the sweep's priority");
+                }
+                let _ = tx.send(runtime.block_on(options.connect()));
+            })
+            .map_err(|e| fail(e.to_string()))?;
+        let connected = rx.await.map_err(|e| fail(e.to_string()))?;
+        connected.map_err(|e| fail(e.to_string()))
     }
 
     /// The open log reader, (re)connecting if the last one failed.
@@ -397,7 +428,7 @@ impl SqliteStore {
     }
 }
 
-sql_store_impl!(SqliteStore, SqliteRow);
+sql_store_impl!(SqliteStore, SqliteRow, SqliteConnection);
 
 /// Revocations: plain statements, since the triggers log them for every
 /// process (PostgreSQL's announce themselves in the statement instead).
@@ -555,7 +586,16 @@ impl SessionStore for SqliteStore {
     }
 
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
-        let n = self.db_sweep(now).await?;
+        let mut slot = self.cache.sweeper.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.low_priority_connection().await?);
+        }
+        let conn = slot.as_mut().expect("just opened");
+        let swept = self.db_sweep(conn, now).await;
+        if swept.is_err() {
+            *slot = None; // a timed-out statement may leave it mid-way
+        }
+        let n = swept?;
         self.run(async {
             sqlx::query("DELETE FROM latchkey_revocations WHERE at < $1")
                 .bind(now - LOG_RETENTION_MS)
@@ -637,6 +677,37 @@ mod tests {
         tokio::time::sleep(super::RECHECK_EVERY * 3).await;
         assert!(b.load(&t1.hash()).await.unwrap().is_none(), "b saw a's");
         assert!(a.load(&t2.hash()).await.unwrap().is_none(), "a saw b's");
+    }
+
+    /// The sweep's deletes run on a SQLite thread at nice 19 (Linux: each
+    /// thread's nice value is field 19 of /proc/self/task/TID/stat).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_sweep_runs_at_the_lowest_priority() {
+        let (s, _) = fresh().await;
+        let (_, mut rec) = record("old");
+        rec.expires_at = 1;
+        s.create(&rec).await.unwrap();
+        assert_eq!(s.sweep(super::now_ms()).await.unwrap(), 1);
+        let nice_of_sqlite_threads = || -> Vec<i64> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| {
+                    let dir = t.ok()?.path();
+                    let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                    if !comm.starts_with("sqlx-sqlite") {
+                        return None;
+                    }
+                    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+                    // Fields after the ")" that ends the name; nice is the 19th field.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(16)?.parse().ok()
+                })
+                .collect()
+        };
+        let nice = nice_of_sqlite_threads();
+        assert!(nice.contains(&19), "a SQLite thread at nice 19: {nice:?}");
+        assert!(nice.contains(&0), "the others at normal priority: {nice:?}");
     }
 
     /// Session data set by another process reaches this one's cache too
