@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tower_http::csrf::{Csrf, CsrfLayer};
 
@@ -30,7 +31,7 @@ impl LatchkeyLayer {
 }
 
 impl<S> Layer<S> for LatchkeyLayer {
-    type Service = LatchkeyService<Csrf<S, RejectFn>>;
+    type Service = LatchkeyService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         LatchkeyService {
@@ -40,10 +41,12 @@ impl<S> Layer<S> for LatchkeyLayer {
     }
 }
 
-/// The service [`LatchkeyLayer`] wraps around a router.
+/// The service [`LatchkeyLayer`] wraps around a router: the cross-origin
+/// check, then the router, then the security headers. No allocation per
+/// request of its own: its future is a plain struct around the inner one.
 #[derive(Clone)]
 pub struct LatchkeyService<S> {
-    inner: S,
+    inner: Csrf<S, RejectFn>,
     auth: Latchkey,
 }
 
@@ -54,12 +57,11 @@ const CSP: HeaderValue = HeaderValue::from_static(
 
 impl<S> Service<Request> for LatchkeyService<S>
 where
-    S: Service<Request, Response = Response> + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<Request, Response = Response>,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = LatchkeyFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -68,34 +70,62 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let secure = self.auth.config().is_secure();
         req.extensions_mut().insert(self.auth.clone());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut res = fut.await?;
-            let h = res.headers_mut();
-            // Session answers must never sit in a shared or back-button cache;
-            // routes that serve static assets set their own Cache-Control.
-            h.entry(header::CACHE_CONTROL)
-                .or_insert(HeaderValue::from_static("no-store"));
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            h.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("same-origin"),
-            );
-            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-            let html = h
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/html"));
-            if html {
-                h.insert(header::CONTENT_SECURITY_POLICY, CSP);
-            }
-            if secure {
-                h.insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
-            }
-            Ok(res)
-        })
+        LatchkeyFuture {
+            inner: self.inner.call(req),
+            secure,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`LatchkeyService`]: the inner answer with the
+    /// security headers added.
+    pub struct LatchkeyFuture<F>
+    where
+        F: Future,
+    {
+        #[pin]
+        inner: tower_http::csrf::ResponseFuture<F>,
+        secure: bool,
+    }
+}
+
+impl<F, E> Future for LatchkeyFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = std::task::ready!(this.inner.poll(cx))?;
+        security_headers(res.headers_mut(), *this.secure);
+        Poll::Ready(Ok(res))
+    }
+}
+
+fn security_headers(h: &mut HeaderMap, secure: bool) {
+    // Session answers must never sit in a shared or back-button cache;
+    // routes that serve static assets set their own Cache-Control.
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    let html = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html {
+        h.insert(header::CONTENT_SECURITY_POLICY, CSP);
+    }
+    if secure {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
 }

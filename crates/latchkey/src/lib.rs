@@ -106,7 +106,7 @@ pub use builder::{Builder, ConfigError};
 pub use client::RequestMeta;
 pub use error::{Error, LoginError};
 pub use extract::{Admin, CurrentUser, MaybeUser, RequireRole, Role, User};
-pub use layer::{LatchkeyLayer, LatchkeyService};
+pub use layer::{LatchkeyFuture, LatchkeyLayer, LatchkeyService};
 pub use request_auth::{Auth, Credentials, SignedOut};
 pub use session::{SessionRecord, SessionToken, Timeouts};
 pub use sessions::{Sessions, MAX_SESSION_DATA};
