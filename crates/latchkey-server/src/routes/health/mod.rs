@@ -1,67 +1,18 @@
-//! `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! `/healthz`, `/readyz` and `/metrics`: for load balancers, orchestrators
+//! and monitoring.
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use latchkey::error::detail;
+mod healthz;
+mod metrics;
+mod readyz;
+
+use axum::routing;
+use axum::Router;
 
 use crate::app::AppState;
 
-pub async fn healthz() -> Response {
-    Json(serde_json::json!({ "status": "ok" })).into_response()
-}
-
-/// 200 only when both the session store and the users database answer.
-/// A 503 names which one is down, and nothing more: its address, file path
-/// and driver error go to the log, not to whoever can reach `/readyz`.
-pub async fn readyz(State(app): State<AppState>) -> Response {
-    let bound = std::time::Duration::from_millis(1800);
-    let (sessions, users) = tokio::join!(
-        tokio::time::timeout(bound, app.auth.sessions().ready()),
-        tokio::time::timeout(bound, app.users.ping()),
-    );
-    let sessions_ok = match sessions {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "not ready: session store unavailable");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("not ready: session store timed out after {bound:?}");
-            false
-        }
-    };
-    let users_ok = match users {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "not ready: user database unavailable");
-            false
-        }
-        Err(_) => {
-            let label = app.users.label();
-            tracing::warn!("not ready: user database {label} timed out after {bound:?}");
-            false
-        }
-    };
-    // One of the two documented bodies, also when both are down: the
-    // session store's (nothing works without it); the log names both.
-    if !sessions_ok {
-        detail(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
-    } else if !users_ok {
-        detail(StatusCode::SERVICE_UNAVAILABLE, "user database unavailable")
-    } else {
-        Json(serde_json::json!({ "status": "ready" })).into_response()
-    }
-}
-
-pub async fn metrics(State(app): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
-    )
-        .into_response()
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", routing::get(healthz::healthz))
+        .route("/readyz", routing::get(readyz::readyz))
+        .route("/metrics", routing::get(metrics::metrics))
 }

@@ -1,44 +1,12 @@
-//! `POST /logout`: ends the session on the server and clears the cookie.
+//! `/logout`.
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use latchkey::body::Input;
-use latchkey::extract::wants_html;
-use latchkey::Auth;
-use serde::Deserialize;
+mod post;
 
-use super::see_other;
+use axum::routing;
+use axum::Router;
+
 use crate::app::AppState;
-use crate::error::ApiError;
-use crate::flash::{self, Flash};
 
-/// Logout takes no fields; a form still carries its CSRF token.
-#[derive(Deserialize)]
-pub struct Empty {}
-
-pub async fn post(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    auth: Auth,
-    _: Input<Empty>,
-) -> Result<Response, ApiError> {
-    // The library's SignedOut expires the cookie and sends Clear-Site-Data.
-    let out = auth.logout().await?;
-    app.metrics.logouts.inc();
-    if wants_html(&headers) {
-        let res = (out, see_other("/login")).into_response();
-        return Ok(flash::set(&app, res, Flash::SignedOut));
-    }
-    let body = Json(serde_json::json!({ "message": "Logged out successfully." }));
-    Ok((out, body).into_response())
-}
-
-/// Expires the session cookie and asks the browser to drop site cookies.
-pub fn signed_out(app: &AppState, mut res: Response) -> Response {
-    let h = res.headers_mut();
-    h.append(header::SET_COOKIE, app.auth.cookies().removal());
-    h.insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
-    res
+pub fn router() -> Router<AppState> {
+    Router::new().route("/logout", routing::post(post::post))
 }

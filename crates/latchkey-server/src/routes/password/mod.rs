@@ -1,28 +1,22 @@
-//! `GET /password` (the form) and `POST /password` (change it).
+//! `/password`: the form, and changing one's own password.
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use latchkey::body::Input;
-use latchkey::error::PasswordChangeError;
-use latchkey::extract::wants_html;
-use latchkey::{CurrentUser, RequestMeta};
-use secrecy::ExposeSecret;
-use serde::Deserialize;
+mod get;
+mod post;
 
-use super::see_other;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing;
+use axum::Router;
+use latchkey::CurrentUser;
+
 use crate::app::AppState;
-use crate::flash::{self, Flash};
 use crate::pages::{render, Nav, PasswordPage};
 
-pub async fn get(State(app): State<AppState>, headers: HeaderMap, user: CurrentUser) -> Response {
-    if !wants_html(&headers) {
-        return Json(serde_json::json!({ "message": "POST current_password and new_password to change your password." })).into_response();
-    }
-    page(&app, &user, StatusCode::OK, None)
+pub fn router() -> Router<AppState> {
+    Router::new().route("/password", routing::get(get::get).post(post::post))
 }
 
+/// The form, with `error` above it when a change was refused.
 fn page(app: &AppState, user: &CurrentUser, status: StatusCode, error: Option<String>) -> Response {
     render(
         status,
@@ -34,53 +28,4 @@ fn page(app: &AppState, user: &CurrentUser, status: StatusCode, error: Option<St
             min_len: app.auth.policy().min_chars,
         },
     )
-}
-
-#[derive(Deserialize)]
-pub struct PasswordBody {
-    current_password: secrecy::SecretString,
-    new_password: secrecy::SecretString,
-}
-
-pub async fn post(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    meta: RequestMeta,
-    user: CurrentUser,
-    Input(body): Input<PasswordBody>,
-) -> Response {
-    let result = app
-        .auth
-        .change_password(
-            &app.users,
-            user.session(),
-            body.current_password.expose_secret(),
-            body.new_password.expose_secret(),
-            &meta,
-        )
-        .await;
-    let html = wants_html(&headers);
-    match result {
-        Ok(done) => {
-            app.metrics.password_changes.inc();
-            let mut res = if html {
-                flash::set(&app, see_other("/profile"), Flash::PasswordChanged)
-            } else {
-                Json(serde_json::json!({ "message": "Password changed." })).into_response()
-            };
-            res.headers_mut()
-                .append(header::SET_COOKIE, done.set_cookie);
-            res
-        }
-        Err(e @ (PasswordChangeError::WrongPassword | PasswordChangeError::Rejected(_)))
-            if html =>
-        {
-            let status = match e {
-                PasswordChangeError::WrongPassword => StatusCode::FORBIDDEN,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            page(&app, &user, status, Some(e.to_string()))
-        }
-        Err(e) => e.into_response(),
-    }
 }
