@@ -6,10 +6,9 @@
 //! with everything in PostgreSQL; each prints `SKIPPED` and passes when its
 //! engines' variables are unset.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
+
+use crate::support::*;
 
 /// Two servers on the same stores, with the same secret key.
 struct Pair {

@@ -3,13 +3,12 @@
 //! graceful shutdown, changes made with `latchkey user ...` reaching a
 //! running server on the next request, and the first-run setup link.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
 
 const NEW_PASSWORD: &str = "violet harbour quantum pickle lantern";
 

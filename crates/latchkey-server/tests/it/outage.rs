@@ -7,16 +7,15 @@
 //! through a TCP forwarder it can switch off and on. Every process and task
 //! started here is stopped by a guard, also when an assertion fails.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
+
+use crate::support::*;
 
 /// Answers slower than this break the contract's "503 within 2 s".
 const FAIL_FAST: Duration = Duration::from_secs(2);

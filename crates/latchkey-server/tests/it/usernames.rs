@@ -2,10 +2,9 @@
 //! its case or width, one script per name, long names at login are just
 //! wrong credentials, and the last admin stays unless `--force`.
 
-mod common;
-
-use common::*;
 use serde_json::json;
+
+use crate::support::*;
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

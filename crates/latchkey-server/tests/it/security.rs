@@ -2,18 +2,13 @@
 //! content types, throttling, enumeration timing, password policy, hash
 //! upgrades, hostile input, response hygiene and the audit log.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
 
-const EVIL: &str = "https://evil.example";
+use crate::support::*;
 
-/// The timing test takes this exclusively so that no other test of this
-/// file loads the CPU while it measures; every other test holds it shared.
-static QUIET: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+const EVIL: &str = "https://evil.example";
 
 /// POST /login with JSON, optionally as the client `xff` (through a trusted proxy).
 async fn attempt(s: &Server, user: &str, password: &str, xff: Option<&str>) -> reqwest::Response {
@@ -104,7 +99,6 @@ fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn cross_site_unsafe_requests_are_refused_and_change_nothing() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     s.add_user("alice", "user");
     let c = client();
@@ -256,7 +250,6 @@ async fn cross_site_unsafe_requests_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn browser_forms_need_the_csrf_token_and_it_rotates_at_login() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     s.add_user("alice", "user");
     let c = client();
@@ -500,7 +493,6 @@ async fn browser_forms_need_the_csrf_token_and_it_rotates_at_login() {
 
 #[tokio::test]
 async fn json_routes_refuse_other_content_types() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     s.add_user("alice", "user");
     let me = login(&s, "alice", PASSWORD).await;
@@ -539,7 +531,6 @@ async fn json_routes_refuse_other_content_types() {
 
 #[tokio::test]
 async fn sixth_attempt_for_a_user_from_one_address_is_throttled() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options {
         args: vec!["--trusted-proxies".into(), "127.0.0.1".into()],
         ..Default::default()
@@ -589,7 +580,6 @@ async fn sixth_attempt_for_a_user_from_one_address_is_throttled() {
 
 #[tokio::test]
 async fn one_address_spraying_many_usernames_is_throttled() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options {
         args: vec![
             "--trusted-proxies".into(),
@@ -618,7 +608,6 @@ async fn one_address_spraying_many_usernames_is_throttled() {
 
 #[tokio::test]
 async fn forwarded_for_is_ignored_without_a_trusted_proxy() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     s.add_user("alice", "user");
     for _ in 0..5 {
@@ -665,7 +654,8 @@ async fn timed_failure(c: &reqwest::Client, s: &Server, user: &str) -> Duration 
 
 #[tokio::test]
 async fn unknown_user_and_wrong_password_take_the_same_time() {
-    let _quiet = QUIET.write().await;
+    // No other test's server loads the CPU while this one measures.
+    let _alone = alone().await;
     // Limits raised so that the measurement itself is never throttled.
     let s = Server::start(Options {
         args: [
@@ -763,7 +753,6 @@ const GUESSABLE: [&str; 4] = [
 
 #[tokio::test]
 async fn password_policy_over_http() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     s.add_user("quorvex", "user");
     let mut me = login(&s, "quorvex", PASSWORD).await;
@@ -813,7 +802,6 @@ async fn password_policy_over_http() {
 
 #[tokio::test]
 async fn password_policy_in_user_add() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     let add =
         |name: &str, pw: &str| s.cli(&["add", name, "--password-stdin"], Some(&format!("{pw}\n")));
@@ -869,7 +857,6 @@ async fn stored_hash(pool: &sqlx::SqlitePool, user: &str) -> String {
 
 #[tokio::test]
 async fn weak_hashes_are_upgraded_at_login() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     s.add_user("weak", "user");
     let weak = latchkey::password::PasswordHasher::new(
@@ -1142,7 +1129,6 @@ fn chunked_post(addr: &str, size: usize) -> String {
 
 #[tokio::test]
 async fn hostile_input_gets_4xx_details_and_the_server_keeps_serving() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     s.add_user("alice", "user");
     let me = login(&s, "alice", PASSWORD).await;
@@ -1219,7 +1205,6 @@ async fn hostile_input_gets_4xx_details_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn responses_carry_cache_hsts_and_page_security_headers() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     s.add_user("alice", "user");
     let c = client();
@@ -1322,7 +1307,6 @@ fn event_lines<'a>(log: &'a str, event: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn audit_log_records_events_but_no_secrets() {
-    let _quiet = QUIET.read().await;
     let s = Server::start(Options::default());
     s.add_user("alice", "user");
     let c = client();

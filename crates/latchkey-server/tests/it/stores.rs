@@ -2,16 +2,16 @@
 //! every session store the server offers: SQLite (the default), memory,
 //! PostgreSQL, and Redis sessions beside SQLite or PostgreSQL users.
 //!
-//! Each store gets a module of its own (`cargo test --test stores sqlite::`);
-//! tests of PostgreSQL and Redis print `SKIPPED` and pass when
-//! `LATCHKEY_TEST_POSTGRES_URL` / `LATCHKEY_TEST_REDIS_URL` are unset.
-
-mod common;
+//! Each store gets a module of its own (`cargo test -p latchkey-server
+//! --test it stores::sqlite::`); tests of PostgreSQL and Redis print
+//! `SKIPPED` and pass when `LATCHKEY_TEST_POSTGRES_URL` /
+//! `LATCHKEY_TEST_REDIS_URL` are unset.
 
 use std::sync::Arc;
 
-use common::*;
 use serde_json::{json, Value};
+
+use crate::support::*;
 
 /// Where one store's servers keep their state: the same directory and
 /// options start the "same" server again after a restart.

@@ -2,10 +2,11 @@
 //! with its own temporary directory, and talks to it over real HTTP.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub const PASSWORD: &str = "tangerine orbit kayak murmur";
@@ -22,6 +23,92 @@ fn rand_u64() -> u64 {
     h.write_u128(Instant::now().elapsed().as_nanos());
     h.finish()
 }
+
+// ------------------------------------------------------------------ quiet
+
+/// Every test runs in this one process, two at a time on a 2-core machine.
+/// A test that measures time takes the machine [`alone`]; every server the
+/// harness starts holds a [`Share`] while it runs.
+struct Quiet {
+    shares: usize,
+    alone: bool,
+    /// Tests waiting in `alone`: no new share is given out while nothing
+    /// runs, so they get their turn.
+    pending: usize,
+}
+
+static QUIET: Mutex<Quiet> = Mutex::new(Quiet {
+    shares: 0,
+    alone: false,
+    pending: 0,
+});
+static QUIET_CHANGED: Condvar = Condvar::new();
+
+thread_local! {
+    /// This thread's test holds the machine alone: its own servers take no share.
+    static ALONE_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+fn quiet() -> MutexGuard<'static, Quiet> {
+    QUIET.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a running server; other tests' servers share the machine.
+pub struct Share(());
+
+impl Share {
+    /// Waits while a test has the machine alone (or is about to).
+    fn take() -> Option<Share> {
+        if ALONE_HERE.get() {
+            return None;
+        }
+        let mut q = quiet();
+        while q.alone || (q.pending > 0 && q.shares == 0) {
+            q = QUIET_CHANGED.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        q.shares += 1;
+        Some(Share(()))
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        quiet().shares -= 1;
+        QUIET_CHANGED.notify_all();
+    }
+}
+
+/// The machine to this test alone, until dropped: waits until no other
+/// test's server runs, and keeps new ones from starting. A server it
+/// starts itself (on its own thread) takes no share.
+pub struct Alone(());
+
+pub async fn alone() -> Alone {
+    quiet().pending += 1;
+    loop {
+        {
+            let mut q = quiet();
+            if q.shares == 0 && !q.alone {
+                q.pending -= 1;
+                q.alone = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ALONE_HERE.set(true);
+    Alone(())
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        ALONE_HERE.set(false);
+        quiet().alone = false;
+        QUIET_CHANGED.notify_all();
+    }
+}
+
+// ----------------------------------------------------------------- server
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_latchkey")
@@ -72,6 +159,8 @@ pub struct Server {
     pub sessions: Option<String>,
     pub dir: Arc<TempDir>,
     pub dev: bool,
+    /// Released after the process is killed (fields drop after `drop`).
+    _share: Option<Share>,
 }
 
 impl Server {
@@ -311,6 +400,7 @@ impl Server {
     /// Adds `serve` and the options to `cmd` (which runs the binary, or a
     /// wrapper that execs it), starts it and waits for its address.
     fn launch(mut cmd: Command, dir: Arc<TempDir>, database: String, opts: Options) -> Server {
+        let share = Share::take();
         cmd.current_dir(dir.path())
             .arg("serve")
             .args(["--bind", "127.0.0.1:0", "--database", &database])
@@ -376,6 +466,7 @@ impl Server {
             sessions: opts.sessions,
             dir,
             dev: opts.dev,
+            _share: share,
         }
     }
 }

@@ -7,15 +7,14 @@
 //! chromium-driver`; `.ci/run` installs them). Without them each test
 //! prints `SKIPPED: chromedriver not found` and passes.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, Options, Server, TempDir, PASSWORD};
 use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::support::{self, client, Options, Server, TempDir, PASSWORD};
 
 const NEW_PASSWORD: &str = "copper lantern drifts over quiet harbour";
 const WAIT: Duration = Duration::from_secs(15);
@@ -772,7 +771,7 @@ fn set_cookies(res: &reqwest::Response, name: &str) -> Vec<String> {
 async fn flash_cookie_holds_a_code_and_the_next_page_consumes_it() {
     let s = Server::start(Options::default());
     s.add_user("alice", "user");
-    let me = common::login(&s, "alice", PASSWORD).await;
+    let me = support::login(&s, "alice", PASSWORD).await;
     let c = client();
     let page = |cookie: String| {
         let c = c.clone();
@@ -899,10 +898,10 @@ async fn sign_up_over_http_follows_the_flag_and_the_rules() {
     assert_eq!(res.status(), 201);
     let cookie = set_cookies(&res, "__Host-latchkey");
     assert_eq!(cookie.len(), 1, "signed in at once: {cookie:?}");
-    let me = format!("__Host-latchkey={}", common::token_of(&cookie[0]));
-    let (st, body) = common::get_json(&on, "/profile", &me).await;
+    let me = format!("__Host-latchkey={}", support::token_of(&cookie[0]));
+    let (st, body) = support::get_json(&on, "/profile", &me).await;
     assert_eq!(st, 200);
     assert_eq!(body["username"], "carol");
     assert_eq!(body["role"], "user", "sign-up never makes an admin");
-    assert_eq!(common::get_json(&on, "/admin", &me).await.0, 403);
+    assert_eq!(support::get_json(&on, "/admin", &me).await.0, 403);
 }

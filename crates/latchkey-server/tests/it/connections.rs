@@ -3,13 +3,11 @@
 //! with the file-descriptor cap, so `/healthz` answers with many idle
 //! sockets open. Loopback only; every read has a timeout.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Options, Server};
+use crate::support::{Options, Server};
 
 /// The test-only overrides of the 10 s head deadline and 60 s idle timeout.
 const HEAD_ENV: &str = "LATCHKEY_TEST_HEAD_TIMEOUT_MS";

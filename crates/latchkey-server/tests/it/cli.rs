@@ -2,8 +2,6 @@
 //! the problem named on the first line of standard error, never a panic),
 //! and the forms a secret may take.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -11,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::*;
 use serde_json::json;
+
+use crate::support::*;
 
 /// What a finished `latchkey` run left behind.
 #[derive(Debug)]

@@ -6,13 +6,12 @@
 //!
 //! Each test is bounded in requests and seconds and talks to 127.0.0.1 only.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
+
+use crate::support::*;
 
 /// A `serve` with these extra flags and `alice` (role user) in it.
 fn server(args: &[&str]) -> Server {

@@ -1,10 +1,9 @@
 //! Every route of the contract over real HTTP, with its exact statuses and
 //! bodies, and the session rules: cookies, fixation, forgery, replay.
 
-mod common;
-
-use common::*;
 use serde_json::json;
+
+use crate::support::*;
 
 #[tokio::test]
 async fn full_flow_of_the_tutorial() {
