@@ -1,6 +1,8 @@
 //! The latchkey login server as a library: the `latchkey` binary
 //! (`src/main.rs`) parses its command line and runs it through [`run`], and
-//! the integration tests build the same app in-process.
+//! the integration tests start the same server in-process: `serve`
+//! arguments parsed into [`cli::ServeArgs`], [`Serving::start`] on port 0,
+//! then [`Serving::serve`] until the test ends.
 
 mod app;
 pub mod cli;
@@ -14,6 +16,8 @@ mod routes;
 mod serve;
 mod user_cmd;
 mod users;
+
+pub use serve::Serving;
 
 /// A failure that ends the process: a one-line message and an exit code
 /// (2 for usage errors, 1 for everything else).

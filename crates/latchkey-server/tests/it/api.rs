@@ -7,7 +7,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn full_flow_of_the_tutorial() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "admin");
     s.add_user("bob", "user");
     let c = client();
@@ -78,7 +78,7 @@ async fn full_flow_of_the_tutorial() {
 
 #[tokio::test]
 async fn wrong_password_and_unknown_user_look_the_same() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let c = client();
     let mut bodies = Vec::new();
@@ -102,7 +102,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
 
 #[tokio::test]
 async fn form_login_works_for_scripts() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let res = client()
         .post(s.url("/login"))
@@ -116,7 +116,7 @@ async fn form_login_works_for_scripts() {
 
 #[tokio::test]
 async fn secure_cookie_attributes_and_headers() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let res = client()
         .post(s.url("/login"))
@@ -166,7 +166,7 @@ async fn dev_cookie_is_plain() {
 
 #[tokio::test]
 async fn login_rotates_the_token_and_forged_tokens_are_ignored() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let c = client();
     let first = login(&s, "alice", PASSWORD).await;
@@ -203,7 +203,7 @@ async fn login_rotates_the_token_and_forged_tokens_are_ignored() {
 
 #[tokio::test]
 async fn sessions_listing_and_deleting() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     s.add_user("bob", "user");
     let a1 = login(&s, "alice", PASSWORD).await;
@@ -283,7 +283,7 @@ async fn sessions_listing_and_deleting() {
 
 #[tokio::test]
 async fn password_change_rotates_current_and_ends_others() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let here = login(&s, "alice", PASSWORD).await;
     let elsewhere = login(&s, "alice", PASSWORD).await;
@@ -356,7 +356,7 @@ async fn password_change_rotates_current_and_ends_others() {
 
 #[tokio::test]
 async fn health_ready_metrics() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     let c = client();
     assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
@@ -390,7 +390,7 @@ async fn health_ready_metrics() {
     );
 }
 
-async fn login_fail(s: &Server) {
+async fn login_fail(s: &impl Target) {
     let res = client()
         .post(s.url("/login"))
         .json(&json!({"username": "x", "password": "y"}))
@@ -402,7 +402,7 @@ async fn login_fail(s: &Server) {
 
 #[tokio::test]
 async fn unknown_routes_methods_and_bad_bodies_get_json_details() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     let c = client();
     let res = c.get(s.url("/nope")).send().await.unwrap();
     assert_eq!(res.status(), 404);
@@ -449,7 +449,7 @@ async fn unknown_routes_methods_and_bad_bodies_get_json_details() {
 
 #[tokio::test]
 async fn browsers_get_pages_and_redirects() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let c = client();
     let res = c

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 
-use crate::support::{self, client, Options, Server, TempDir, PASSWORD};
+use crate::support::{self, client, Options, Server, Target, TempDir, PASSWORD};
 
 const NEW_PASSWORD: &str = "copper lantern drifts over quiet harbour";
 const WAIT: Duration = Duration::from_secs(15);

@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::{Options, Server};
+use crate::support::{Options, Server, Target};
 
 /// The test-only overrides of the 10 s head deadline and 60 s idle timeout.
 const HEAD_ENV: &str = "LATCHKEY_TEST_HEAD_TIMEOUT_MS";

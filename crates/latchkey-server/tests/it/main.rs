@@ -2,9 +2,12 @@
 //! latchkey-server --test it`), one module per area. Filter by module path,
 //! e.g. `cargo test -p latchkey-server --test it stores::sqlite::`.
 //!
-//! `support` is the harness: the real `latchkey` binary in a process of its
-//! own (`Server`), for the command line, signals, restarts, several
-//! instances, outages and connection limits.
+//! `support` is the harness. `TestApp` builds the server through the
+//! library inside this process (same command line, same serve path, a
+//! fresh SQLite database each, a client that keeps cookies); `Server` runs
+//! the real `latchkey` binary in a process of its own, for what needs one:
+//! the log, signals, restarts, several instances, outages, connection
+//! limits and the environment.
 
 mod api;
 mod browser;

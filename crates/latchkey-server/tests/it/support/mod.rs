@@ -1,6 +1,13 @@
-//! Test harness: runs the real `latchkey` binary on a free loopback port
-//! with its own temporary directory, and talks to it over real HTTP.
+//! Test harness. A server runs on a free loopback port with its own
+//! temporary directory, and tests talk to it over real HTTP: the real
+//! `latchkey` binary in a process of its own ([`Server`]), or the same app
+//! built through the library inside this test process ([`TestApp`]). The
+//! request helpers take either ([`Target`]).
 #![allow(dead_code)]
+
+mod app;
+
+pub use app::TestApp;
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
@@ -137,6 +144,60 @@ impl Drop for TempDir {
     }
 }
 
+/// A running server, in a process of its own or in this one: what the
+/// request helpers and the `latchkey user ...` commands need of it.
+pub trait Target {
+    /// `http://127.0.0.1:PORT`.
+    fn base(&self) -> &str;
+    fn dev(&self) -> bool;
+    fn database(&self) -> &str;
+    fn sessions(&self) -> Option<&str>;
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base(), path)
+    }
+
+    fn cookie_name(&self) -> &'static str {
+        if self.dev() {
+            "latchkey"
+        } else {
+            "__Host-latchkey"
+        }
+    }
+
+    /// Runs `latchkey user ...` against this server's stores.
+    fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        cli(self.database(), self.sessions(), args, stdin)
+    }
+
+    fn add_user(&self, name: &str, role: &str) {
+        let out = self.cli(
+            &["add", name, "--role", role, "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Target for Server {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn dev(&self) -> bool {
+        self.dev
+    }
+    fn database(&self) -> &str {
+        &self.database
+    }
+    fn sessions(&self) -> Option<&str> {
+        self.sessions.as_deref()
+    }
+}
+
 /// How to start a server.
 #[derive(Clone, Default)]
 pub struct Options {
@@ -147,6 +208,30 @@ pub struct Options {
     pub absolute: Option<&'static str>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+}
+
+impl Options {
+    /// `serve`'s arguments after the sub-command, but for the secret (the
+    /// environment of a process, `--secret-key` in this one).
+    fn serve_args(&self, database: &str) -> Vec<String> {
+        let mut args: Vec<String> = ["--bind", "127.0.0.1:0", "--database", database]
+            .map(String::from)
+            .to_vec();
+        if let Some(s) = &self.sessions {
+            args.extend(["--sessions".to_owned(), s.clone()]);
+        }
+        if self.dev {
+            args.push("--dev".to_owned());
+        }
+        if let Some(d) = self.idle {
+            args.extend(["--idle-timeout".to_owned(), d.to_owned()]);
+        }
+        if let Some(d) = self.absolute {
+            args.extend(["--absolute-timeout".to_owned(), d.to_owned()]);
+        }
+        args.extend(self.args.iter().cloned());
+        args
+    }
 }
 
 /// A running `latchkey serve`.
@@ -174,10 +259,6 @@ impl Server {
         Self::launch(Command::new(bin()), dir, database, opts)
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -193,31 +274,6 @@ impl Server {
             assert!(Instant::now() < end, "log never showed {needle:?}:\n{l}");
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    pub fn cookie_name(&self) -> &'static str {
-        if self.dev {
-            "latchkey"
-        } else {
-            "__Host-latchkey"
-        }
-    }
-
-    /// Runs `latchkey user ...` against this server's stores.
-    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        cli(&self.database, self.sessions.as_deref(), args, stdin)
-    }
-
-    pub fn add_user(&self, name: &str, role: &str) {
-        let out = self.cli(
-            &["add", name, "--role", role, "--password-stdin"],
-            Some(&format!("{PASSWORD}\n")),
-        );
-        assert!(
-            out.status.success(),
-            "user add failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     /// SIGTERM, then waits for exit; returns the exit status.
@@ -302,7 +358,7 @@ pub fn token_of(set_cookie_line: &str) -> String {
 }
 
 /// Signs in with JSON and returns the `Cookie` header value to send.
-pub async fn login(s: &Server, user: &str, password: &str) -> String {
+pub async fn login(s: &impl Target, user: &str, password: &str) -> String {
     let res = client()
         .post(s.url("/login"))
         .json(&serde_json::json!({ "username": user, "password": password }))
@@ -320,7 +376,7 @@ pub async fn login(s: &Server, user: &str, password: &str) -> String {
 }
 
 /// GET `path` with `cookie`; returns (status, body JSON or Null).
-pub async fn get_json(s: &Server, path: &str, cookie: &str) -> (u16, serde_json::Value) {
+pub async fn get_json(s: &impl Target, path: &str, cookie: &str) -> (u16, serde_json::Value) {
     let res = client()
         .get(s.url(path))
         .header("cookie", cookie)
@@ -403,27 +459,17 @@ impl Server {
         let share = Share::take();
         cmd.current_dir(dir.path())
             .arg("serve")
-            .args(["--bind", "127.0.0.1:0", "--database", &database])
+            .args(opts.serve_args(&database))
             .env("LATCHKEY_LOG", "info")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(s) = &opts.sessions {
-            cmd.args(["--sessions", s]);
-        }
         if opts.dev {
-            cmd.arg("--dev").env_remove("LATCHKEY_SECRET_KEY");
+            cmd.env_remove("LATCHKEY_SECRET_KEY");
         } else {
             cmd.env("LATCHKEY_SECRET_KEY", SECRET);
         }
-        if let Some(d) = opts.idle {
-            cmd.args(["--idle-timeout", d]);
-        }
-        if let Some(d) = opts.absolute {
-            cmd.args(["--absolute-timeout", d]);
-        }
-        cmd.args(&opts.args);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -474,7 +520,7 @@ impl Server {
 /// POSTs JSON to `path` (with `cookie` when given); returns (status, body
 /// JSON or Null).
 pub async fn post_json(
-    s: &Server,
+    s: &impl Target,
     path: &str,
     cookie: Option<&str>,
     body: serde_json::Value,
