@@ -80,18 +80,12 @@ async fn full_flow_of_the_tutorial() {
 async fn wrong_password_and_unknown_user_look_the_same() {
     let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
-    let c = client();
     let mut bodies = Vec::new();
     for (u, p) in [
         ("alice", "wrong password here!"),
         ("nobody", "wrong password here!"),
     ] {
-        let res = c
-            .post(s.url("/login"))
-            .json(&json!({"username": u, "password": p}))
-            .send()
-            .await
-            .unwrap();
+        let res = sign_in(&s, u, p).await;
         assert_eq!(res.status(), 401);
         assert!(set_cookie(&res, s.cookie_name()).is_none());
         bodies.push(res.text().await.unwrap());
@@ -118,12 +112,7 @@ async fn form_login_works_for_scripts() {
 async fn secure_cookie_attributes_and_headers() {
     let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
-    let res = client()
-        .post(s.url("/login"))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in(&s, "alice", PASSWORD).await;
     let line = set_cookie(&res, "__Host-latchkey").expect("__Host- cookie");
     for attr in [
         "Secure",
@@ -150,12 +139,7 @@ async fn dev_cookie_is_plain() {
         ..Default::default()
     });
     s.add_user("alice", "user");
-    let res = client()
-        .post(s.url("/login"))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in(&s, "alice", PASSWORD).await;
     let line = set_cookie(&res, "latchkey").expect("dev cookie");
     assert!(!line.contains("Secure"), "{line}");
     assert!(line.contains("HttpOnly") && line.contains("SameSite=Lax"));
@@ -168,20 +152,11 @@ async fn dev_cookie_is_plain() {
 async fn login_rotates_the_token_and_forged_tokens_are_ignored() {
     let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
-    let c = client();
     let first = login(&s, "alice", PASSWORD).await;
     // Sign in again while carrying the first token: it must stop working.
-    let res = c
-        .post(s.url("/login"))
-        .header("cookie", &first)
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let second = format!(
-        "__Host-latchkey={}",
-        token_of(&set_cookie(&res, "__Host-latchkey").unwrap())
-    );
+    let body = json!({"username": "alice", "password": PASSWORD});
+    let res = post(&s, "/login", &first, body.clone()).await;
+    let second = session_cookie(&s, &res);
     assert_ne!(first, second);
     assert_eq!(get_json(&s, "/profile", &first).await.0, 401);
     assert_eq!(get_json(&s, "/profile", &second).await.0, 200);
@@ -189,13 +164,7 @@ async fn login_rotates_the_token_and_forged_tokens_are_ignored() {
     // A token the server never issued is ignored, and not adopted at login.
     let forged = "__Host-latchkey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     assert_eq!(get_json(&s, "/profile", forged).await.0, 401);
-    let res = c
-        .post(s.url("/login"))
-        .header("cookie", forged)
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = post(&s, "/login", forged, body).await;
     let issued = token_of(&set_cookie(&res, "__Host-latchkey").unwrap());
     assert_ne!(issued, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     assert_eq!(get_json(&s, "/profile", forged).await.0, 401);
@@ -237,32 +206,16 @@ async fn sessions_listing_and_deleting() {
         .unwrap()
         .to_owned();
 
-    let c = client();
     // Bob cannot delete Alice's session: 404, and it lives on.
-    let res = c
-        .delete(s.url(&format!("/sessions/{other_id}")))
-        .header("cookie", &b1)
-        .send()
-        .await
-        .unwrap();
+    let res = delete(&s, &format!("/sessions/{other_id}"), &b1).await;
     assert_eq!(res.status(), 404);
     assert!(res.json::<serde_json::Value>().await.unwrap()["detail"].is_string());
     assert_eq!(get_json(&s, "/profile", &a2).await.0, 200);
-    let res = c
-        .delete(s.url("/sessions/not-a-real-id"))
-        .header("cookie", &a1)
-        .send()
-        .await
-        .unwrap();
+    let res = delete(&s, "/sessions/not-a-real-id", &a1).await;
     assert_eq!(res.status(), 404);
 
     // Alice ends her other session.
-    let res = c
-        .delete(s.url(&format!("/sessions/{other_id}")))
-        .header("cookie", &a1)
-        .send()
-        .await
-        .unwrap();
+    let res = delete(&s, &format!("/sessions/{other_id}"), &a1).await;
     assert_eq!(res.status(), 204);
     assert_eq!(get_json(&s, "/profile", &a2).await.0, 401);
     assert_eq!(get_json(&s, "/profile", &a1).await.0, 200);
@@ -270,12 +223,7 @@ async fn sessions_listing_and_deleting() {
     // Deleting the current one is a logout.
     let (_, list) = get_json(&s, "/sessions", &a1).await;
     let mine = list[0]["id"].as_str().unwrap().to_owned();
-    let res = c
-        .delete(s.url(&format!("/sessions/{mine}")))
-        .header("cookie", &a1)
-        .send()
-        .await
-        .unwrap();
+    let res = delete(&s, &format!("/sessions/{mine}"), &a1).await;
     assert_eq!(res.status(), 204);
     assert_eq!(get_json(&s, "/profile", &a1).await.0, 401);
     assert_eq!(get_json(&s, "/sessions", "").await.0, 401);
@@ -287,47 +235,28 @@ async fn password_change_rotates_current_and_ends_others() {
     s.add_user("alice", "user");
     let here = login(&s, "alice", PASSWORD).await;
     let elsewhere = login(&s, "alice", PASSWORD).await;
-    let c = client();
     let new_pw = "violet harbor quantum pebble";
 
-    let res = c
-        .post(s.url("/password"))
-        .header("cookie", &here)
-        .json(&json!({"current_password": "not my password at all", "new_password": new_pw}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"current_password": "not my password at all", "new_password": new_pw});
+    let res = post(&s, "/password", &here, body).await;
     assert_eq!(res.status(), 403);
     assert_eq!(
         res.json::<serde_json::Value>().await.unwrap(),
         json!({"detail": "Invalid credentials"})
     );
 
-    let res = c
-        .post(s.url("/password"))
-        .header("cookie", &here)
-        .json(&json!({"current_password": PASSWORD, "new_password": "password"}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"current_password": PASSWORD, "new_password": "password"});
+    let res = post(&s, "/password", &here, body).await;
     assert_eq!(res.status(), 422);
     assert!(!res.json::<serde_json::Value>().await.unwrap()["detail"]
         .as_str()
         .unwrap()
         .is_empty());
 
-    let res = c
-        .post(s.url("/password"))
-        .header("cookie", &here)
-        .json(&json!({"current_password": PASSWORD, "new_password": new_pw}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"current_password": PASSWORD, "new_password": new_pw});
+    let res = post(&s, "/password", &here, body).await;
     assert_eq!(res.status(), 200);
-    let rotated = format!(
-        "__Host-latchkey={}",
-        token_of(&set_cookie(&res, "__Host-latchkey").expect("new token"))
-    );
+    let rotated = session_cookie(&s, &res);
     assert_eq!(
         res.json::<serde_json::Value>().await.unwrap(),
         json!({"message": "Password changed."})
@@ -345,13 +274,7 @@ async fn password_change_rotates_current_and_ends_others() {
         "other sessions ended"
     );
     login(&s, "alice", new_pw).await;
-    let res = c
-        .post(s.url("/login"))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    assert_eq!(sign_in(&s, "alice", PASSWORD).await.status(), 401);
 }
 
 #[tokio::test]
@@ -391,13 +314,7 @@ async fn health_ready_metrics() {
 }
 
 async fn login_fail(s: &impl Target) {
-    let res = client()
-        .post(s.url("/login"))
-        .json(&json!({"username": "x", "password": "y"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    assert_eq!(sign_in(s, "x", "y").await.status(), 401);
 }
 
 #[tokio::test]

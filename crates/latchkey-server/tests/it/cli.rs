@@ -240,12 +240,7 @@ async fn password_stdin_takes_the_whole_line_as_is() {
     assert!(out.status.success(), "{out:?}");
     let cookie = login(&s, "zoe", pw).await;
     assert_eq!(get_json(&s, "/profile", &cookie).await.0, 200);
-    let res = client()
-        .post(s.url("/login"))
-        .json(&json!({"username": "zoe", "password": pw.trim()}))
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in(&s, "zoe", pw.trim()).await;
     assert_eq!(res.status(), 401, "the password was trimmed");
 }
 

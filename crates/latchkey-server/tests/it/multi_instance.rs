@@ -6,7 +6,7 @@
 //! with everything in PostgreSQL; each prints `SKIPPED` and passes when its
 //! engines' variables are unset.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -81,16 +81,6 @@ macro_rules! pair_suite {
 
 pair_suite!(postgres_users_redis_sessions, postgres_and_redis);
 pair_suite!(all_postgres, postgres_only);
-
-async fn post(s: &Server, path: &str, cookie: &str, body: Value) -> reqwest::Response {
-    client()
-        .post(s.url(path))
-        .header("cookie", cookie)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
 
 async fn both_ready_after_starting_together(p: Pair) {
     for s in [&p.a, &p.b] {

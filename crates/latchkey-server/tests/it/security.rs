@@ -11,7 +11,12 @@ use crate::support::*;
 const EVIL: &str = "https://evil.example";
 
 /// POST /login with JSON, optionally as the client `xff` (through a trusted proxy).
-async fn attempt(s: &Server, user: &str, password: &str, xff: Option<&str>) -> reqwest::Response {
+async fn attempt(
+    s: &impl Target,
+    user: &str,
+    password: &str,
+    xff: Option<&str>,
+) -> reqwest::Response {
     let mut req = client()
         .post(s.url("/login"))
         .json(&json!({ "username": user, "password": password }));
@@ -23,7 +28,7 @@ async fn attempt(s: &Server, user: &str, password: &str, xff: Option<&str>) -> r
 
 /// Status and `Retry-After` of a login attempt; asserts the error body shape.
 async fn attempt_status(
-    s: &Server,
+    s: &impl Target,
     user: &str,
     password: &str,
     xff: Option<&str>,
@@ -71,12 +76,6 @@ fn strong_token(t: &str) -> bool {
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b));
     hex || b64
-}
-
-/// `Cookie` value for the session cookie set by `res`.
-fn session_cookie(s: &Server, res: &reqwest::Response) -> String {
-    let line = set_cookie(res, s.cookie_name()).expect("session cookie");
-    format!("{}={}", s.cookie_name(), token_of(&line))
 }
 
 async fn detail_of(res: reqwest::Response) -> String {
@@ -220,12 +219,7 @@ async fn cross_site_unsafe_requests_are_refused_and_change_nothing() {
         assert_eq!(get_json(&s, "/profile", &cookie).await.0, 401);
     }
     // Neither header (curl, scripts): allowed, JSON and form alike.
-    let res = c
-        .post(s.url("/login"))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in(&s, "alice", PASSWORD).await;
     assert_eq!(res.status(), 200);
     let res = c
         .post(s.url("/login"))
@@ -705,18 +699,13 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
 // ---------------------------------------------------------------- password policy
 
 async fn change_password(
-    s: &Server,
+    s: &impl Target,
     cookie: &mut String,
     current: &str,
     new: &str,
 ) -> (u16, String) {
-    let res = client()
-        .post(s.url("/password"))
-        .header("cookie", cookie.as_str())
-        .json(&json!({"current_password": current, "new_password": new}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"current_password": current, "new_password": new});
+    let res = post(s, "/password", cookie, body).await;
     let status = res.status().as_u16();
     if status == 200 {
         *cookie = session_cookie(s, &res);

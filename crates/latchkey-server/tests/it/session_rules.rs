@@ -153,12 +153,7 @@ async fn absolute_timeout_ends_even_active_sessions_and_rules_over_idle() {
         );
     }
     // The cookie's Max-Age is not beyond the absolute timeout.
-    let res = client()
-        .post(s.url("/login"))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in(&s, "alice", PASSWORD).await;
     let line = set_cookie(&res, s.cookie_name()).unwrap();
     let max_age: u64 = line
         .split(';')
@@ -313,12 +308,7 @@ async fn user_remove_ends_sessions_and_sign_in() {
         get_json(&s, "/profile", &alice).await,
         (401, json!({"detail": "Not authenticated"}))
     );
-    let res = client()
-        .post(s.url("/login"))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in(&s, "alice", PASSWORD).await;
     assert_eq!(res.status(), 401);
     assert_eq!(
         res.json::<serde_json::Value>().await.unwrap(),
@@ -373,12 +363,7 @@ async fn user_set_password_ends_sessions_and_changes_the_password() {
     assert_eq!(get_json(&s, "/profile", &alice).await.0, 401);
     assert_eq!(get_json(&s, "/profile", &bob).await.0, 200);
 
-    let res = client()
-        .post(s.url("/login"))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in(&s, "alice", PASSWORD).await;
     assert_eq!(res.status(), 401, "the old password still works");
     let fresh = login(&s, "alice", NEW_PASSWORD).await;
     assert_eq!(get_json(&s, "/profile", &fresh).await.0, 200);
@@ -447,12 +432,7 @@ async fn first_run_setup_link_creates_one_admin_once() {
     // A wrong code cannot create a user either.
     let res = post_setup(&s, "0123456789abcdef0123456789abcdef", "mallory", PASSWORD).await;
     assert_eq!(res.status(), 404);
-    let res = client()
-        .post(s.url("/login"))
-        .json(&json!({"username": "mallory", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in(&s, "mallory", PASSWORD).await;
     assert_eq!(res.status(), 401);
 
     // The right code gives a browser the form.

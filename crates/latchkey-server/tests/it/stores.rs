@@ -100,21 +100,6 @@ suite!(
     restart_keeps_sessions
 );
 
-async fn post(s: &Server, path: &str, cookie: &str, body: Value) -> reqwest::Response {
-    client()
-        .post(s.url(path))
-        .header("cookie", cookie)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn cookie_from(s: &Server, res: &reqwest::Response) -> String {
-    let line = set_cookie(res, s.cookie_name()).expect("session cookie");
-    format!("{}={}", s.cookie_name(), token_of(&line))
-}
-
 async fn login_profile_logout_replay(setup: Setup) {
     let s = setup.start();
     s.add_user("alice", "admin");
@@ -153,7 +138,7 @@ async fn login_rotates_the_token(setup: Setup) {
     )
     .await;
     assert_eq!(res.status(), 200);
-    let second = cookie_from(&s, &res);
+    let second = session_cookie(&s, &res);
     assert_ne!(first, second);
     assert_eq!(get_json(&s, "/profile", &first).await.0, 401, "old token");
     assert_eq!(get_json(&s, "/profile", &second).await.0, 200, "new token");
@@ -175,7 +160,7 @@ async fn password_change_ends_other_sessions(setup: Setup) {
     )
     .await;
     assert_eq!(res.status(), 200);
-    let rotated = cookie_from(&s, &res);
+    let rotated = session_cookie(&s, &res);
     assert_eq!(get_json(&s, "/profile", &rotated).await.0, 200);
     assert_eq!(get_json(&s, "/profile", &here).await.0, 401, "old token");
     assert_eq!(
@@ -197,12 +182,7 @@ async fn deleting_another_users_session_is_404(setup: Setup) {
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
     let id = list[0]["id"].as_str().unwrap();
-    let res = client()
-        .delete(s.url(&format!("/sessions/{id}")))
-        .header("cookie", &bob)
-        .send()
-        .await
-        .unwrap();
+    let res = delete(&s, &format!("/sessions/{id}"), &bob).await;
     assert_eq!(res.status(), 404);
     assert!(res.json::<Value>().await.unwrap()["detail"].is_string());
     assert_eq!(
@@ -211,12 +191,7 @@ async fn deleting_another_users_session_is_404(setup: Setup) {
         "alice's session lives on"
     );
     // Her own DELETE works, and ends it on the server.
-    let res = client()
-        .delete(s.url(&format!("/sessions/{id}")))
-        .header("cookie", &alice)
-        .send()
-        .await
-        .unwrap();
+    let res = delete(&s, &format!("/sessions/{id}"), &alice).await;
     assert_eq!(res.status(), 204);
     assert_eq!(get_json(&s, "/profile", &alice).await.0, 401);
     assert_eq!(get_json(&s, "/profile", &bob).await.0, 200);

@@ -357,22 +357,58 @@ pub fn token_of(set_cookie_line: &str) -> String {
         .to_owned()
 }
 
-/// Signs in with JSON and returns the `Cookie` header value to send.
-pub async fn login(s: &impl Target, user: &str, password: &str) -> String {
-    let res = client()
+/// POST /login with JSON from a fresh client, no cookie: the response.
+pub async fn sign_in(s: &impl Target, user: &str, password: &str) -> reqwest::Response {
+    client()
         .post(s.url("/login"))
         .json(&serde_json::json!({ "username": user, "password": password }))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The `Cookie` header value for the session cookie `res` sets.
+pub fn session_cookie(s: &impl Target, res: &reqwest::Response) -> String {
+    let line = set_cookie(res, s.cookie_name()).expect("session cookie");
+    format!("{}={}", s.cookie_name(), token_of(&line))
+}
+
+/// Signs in with JSON and returns the `Cookie` header value to send.
+pub async fn login(s: &impl Target, user: &str, password: &str) -> String {
+    let res = sign_in(s, user, password).await;
     assert_eq!(
         res.status(),
         200,
         "login failed: {}",
         res.text().await.unwrap()
     );
-    let line = set_cookie(&res, s.cookie_name()).expect("session cookie");
-    format!("{}={}", s.cookie_name(), token_of(&line))
+    session_cookie(s, &res)
+}
+
+/// POSTs JSON to `path` with `cookie`: the response.
+pub async fn post(
+    s: &impl Target,
+    path: &str,
+    cookie: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    client()
+        .post(s.url(path))
+        .header("cookie", cookie)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// DELETE `path` with `cookie`: the response.
+pub async fn delete(s: &impl Target, path: &str, cookie: &str) -> reqwest::Response {
+    client()
+        .delete(s.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// GET `path` with `cookie`; returns (status, body JSON or Null).
