@@ -12,18 +12,20 @@ async fn full_flow_of_the_tutorial() {
     s.add_user("bob", "user");
     let c = client();
 
-    let res = c.get(s.url("/login")).send().await.unwrap();
+    // Alice uses the app's own client, which keeps her cookie.
+    let res = s.get("/login").await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.json::<serde_json::Value>().await.unwrap(),
         json!({"message": "Login page. POST to /login to authenticate."})
     );
 
-    let alice = login(&s, "alice", PASSWORD).await;
-    let (st, body) = get_json(&s, "/profile", &alice).await;
-    assert_eq!(st, 200);
+    assert_eq!(s.login("alice", PASSWORD).await.status(), 200);
+    let alice = s.cookies();
+    let res = s.get_profile().await;
+    assert_eq!(res.status(), 200);
     assert_eq!(
-        body,
+        res.json::<serde_json::Value>().await.unwrap(),
         json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin"})
     );
     assert_eq!(
@@ -45,12 +47,7 @@ async fn full_flow_of_the_tutorial() {
         (401, json!({"detail": "Not authenticated"}))
     );
 
-    let res = c
-        .post(s.url("/logout"))
-        .header("cookie", &alice)
-        .send()
-        .await
-        .unwrap();
+    let res = s.logout().await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["clear-site-data"], "\"cookies\"");
     let expired = set_cookie(&res, s.cookie_name()).expect("cookie expired");

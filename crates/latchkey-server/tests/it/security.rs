@@ -98,7 +98,7 @@ fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn cross_site_unsafe_requests_are_refused_and_change_nothing() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let c = client();
     let me = login(&s, "alice", PASSWORD).await;
@@ -244,7 +244,7 @@ async fn cross_site_unsafe_requests_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn browser_forms_need_the_csrf_token_and_it_rotates_at_login() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let c = client();
     let origin = format!("http://{}", s.addr);
@@ -487,7 +487,7 @@ async fn browser_forms_need_the_csrf_token_and_it_rotates_at_login() {
 
 #[tokio::test]
 async fn json_routes_refuse_other_content_types() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let me = login(&s, "alice", PASSWORD).await;
     let c = client();
@@ -574,7 +574,7 @@ async fn sixth_attempt_for_a_user_from_one_address_is_throttled() {
 
 #[tokio::test]
 async fn one_address_spraying_many_usernames_is_throttled() {
-    let s = Server::start(Options {
+    let s = TestApp::spawn(Options {
         args: vec![
             "--trusted-proxies".into(),
             "127.0.0.1".into(),
@@ -582,7 +582,8 @@ async fn one_address_spraying_many_usernames_is_throttled() {
             "10".into(),
         ],
         ..Default::default()
-    });
+    })
+    .await;
     s.add_user("alice", "user");
     let sprayer = Some("10.0.0.7");
     for i in 0..10 {
@@ -602,7 +603,7 @@ async fn one_address_spraying_many_usernames_is_throttled() {
 
 #[tokio::test]
 async fn forwarded_for_is_ignored_without_a_trusted_proxy() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     for _ in 0..5 {
         assert_eq!(attempt_status(&s, "alice", "nope nope", None).await.0, 401);
@@ -613,7 +614,7 @@ async fn forwarded_for_is_ignored_without_a_trusted_proxy() {
         assert_retry_after(retry);
     }
     // Sessions record the real peer, not the spoofed header.
-    let s2 = Server::start(Options::default());
+    let s2 = TestApp::spawn(Options::default()).await;
     s2.add_user("bob", "user");
     let res = attempt(&s2, "bob", PASSWORD, Some("10.9.9.9")).await;
     assert_eq!(res.status(), 200);
@@ -742,7 +743,7 @@ const GUESSABLE: [&str; 4] = [
 
 #[tokio::test]
 async fn password_policy_over_http() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("quorvex", "user");
     let mut me = login(&s, "quorvex", PASSWORD).await;
 
@@ -791,7 +792,7 @@ async fn password_policy_over_http() {
 
 #[tokio::test]
 async fn password_policy_in_user_add() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     let add =
         |name: &str, pw: &str| s.cli(&["add", name, "--password-stdin"], Some(&format!("{pw}\n")));
 
@@ -1194,7 +1195,7 @@ async fn hostile_input_gets_4xx_details_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn responses_carry_cache_hsts_and_page_security_headers() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let c = client();
 

@@ -12,7 +12,7 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[tokio::test]
 async fn case_and_width_sign_in_to_the_one_account() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     for typed in ["alice", "ALICE", "Alice", "ａｌｉｃｅ", "ＡＬＩＣＥ"] {
         let cookie = login(&s, typed, PASSWORD).await;
@@ -28,10 +28,11 @@ async fn case_and_width_sign_in_to_the_one_account() {
 
 #[tokio::test]
 async fn a_second_account_for_the_same_name_is_refused() {
-    let s = Server::start(Options {
+    let s = TestApp::spawn(Options {
         args: vec!["--allow-signup".into()],
         ..Options::default()
-    });
+    })
+    .await;
     s.add_user("alice", "user");
     let pw = format!("{PASSWORD}\n");
     for same in ["Alice", "ALICE", "ａｌｉｃｅ"] {
@@ -84,7 +85,7 @@ async fn a_second_account_for_the_same_name_is_refused() {
 
 #[tokio::test]
 async fn long_names_at_login_are_invalid_credentials_and_count() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     for name in ["a".repeat(65), "a".repeat(10_000), "\u{430}lice".into()] {
         let mut statuses = Vec::new();
@@ -108,7 +109,7 @@ async fn long_names_at_login_are_invalid_credentials_and_count() {
 
 #[tokio::test]
 async fn the_last_admin_stays_over_http() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("root", "admin");
     s.add_user("bob", "user");
     let root = login(&s, "root", PASSWORD).await;
@@ -168,7 +169,7 @@ async fn the_last_admin_stays_over_http() {
 
 #[tokio::test]
 async fn the_last_admin_stays_in_the_cli_unless_forced() {
-    let s = Server::start(Options::default());
+    let s = TestApp::spawn(Options::default()).await;
     s.add_user("root", "admin");
     for args in [
         vec!["set-role", "root", "user"],
