@@ -32,21 +32,6 @@ pub struct TestApp {
     _share: Option<Share>,
 }
 
-impl Target for TestApp {
-    fn base(&self) -> &str {
-        &self.base
-    }
-    fn dev(&self) -> bool {
-        self.dev
-    }
-    fn database(&self) -> &str {
-        &self.database
-    }
-    fn sessions(&self) -> Option<&str> {
-        self.sessions.as_deref()
-    }
-}
-
 impl TestApp {
     /// Starts the app on 127.0.0.1:0 with `opts` (whose `env` must be
     /// empty: this process has one environment for every test).

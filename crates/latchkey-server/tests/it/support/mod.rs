@@ -183,20 +183,27 @@ pub trait Target {
     }
 }
 
-impl Target for Server {
-    fn base(&self) -> &str {
-        &self.base
-    }
-    fn dev(&self) -> bool {
-        self.dev
-    }
-    fn database(&self) -> &str {
-        &self.database
-    }
-    fn sessions(&self) -> Option<&str> {
-        self.sessions.as_deref()
-    }
+/// `Target` from the fields both kinds of server have.
+macro_rules! target_from_fields {
+    ($($server:ty),*) => {$(
+        impl Target for $server {
+            fn base(&self) -> &str {
+                &self.base
+            }
+            fn dev(&self) -> bool {
+                self.dev
+            }
+            fn database(&self) -> &str {
+                &self.database
+            }
+            fn sessions(&self) -> Option<&str> {
+                self.sessions.as_deref()
+            }
+        }
+    )*};
 }
+
+target_from_fields!(Server, TestApp);
 
 /// How to start a server.
 #[derive(Clone, Default)]
