@@ -19,6 +19,8 @@ use super::{client, Options, Share, Target, TempDir, SECRET};
 /// No log: tests that read the server's log, send it signals, restart it
 /// or set its environment use [`super::Server`].
 pub struct TestApp {
+    /// Dropped first: the server drains and stops (its files go after).
+    _stop: oneshot::Sender<()>,
     pub base: String,
     pub addr: String,
     pub database: String,
@@ -27,8 +29,6 @@ pub struct TestApp {
     pub dev: bool,
     /// The built-in client's cookies: (name, value).
     jar: Mutex<Vec<(String, String)>>,
-    /// Dropped with the app: the server drains and stops.
-    _stop: oneshot::Sender<()>,
     _share: Option<Share>,
 }
 
@@ -63,6 +63,7 @@ impl TestApp {
             let _ = stopped.await;
         }));
         TestApp {
+            _stop: stop,
             base: format!("http://{addr}"),
             addr,
             database,
@@ -70,7 +71,6 @@ impl TestApp {
             dir,
             dev: opts.dev,
             jar: Mutex::new(Vec::new()),
-            _stop: stop,
             _share: share,
         }
     }
