@@ -7,7 +7,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
 use axum::Router;
 use latchkey::body::BODY_LIMIT;
 use latchkey::Latchkey;
@@ -38,41 +37,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn router(state: AppState) -> Router {
     let auth_layer = state.auth.layer();
     Router::new()
-        .route("/login", get(routes::login::get).post(routes::login::post))
-        .route("/logout", post(routes::logout::post))
-        .route("/profile", get(routes::profile::get))
-        .route("/admin", get(routes::admin::get))
-        .route("/admin/users/{name}/role", post(routes::admin::set_role))
-        .route(
-            "/admin/users/{name}/end-sessions",
-            post(routes::admin::end_sessions),
-        )
-        .route("/admin/users/{name}/remove", post(routes::admin::remove))
-        .route(
-            "/admin/users/{name}/password",
-            post(routes::admin::reset_password),
-        )
-        .route("/sessions", get(routes::sessions::list))
-        .route("/sessions/{id}", delete(routes::sessions::delete))
-        .route("/sessions/{id}/revoke", post(routes::sessions::revoke))
-        .route(
-            "/sessions/revoke-others",
-            post(routes::sessions::revoke_others),
-        )
-        .route(
-            "/password",
-            get(routes::password::get).post(routes::password::post),
-        )
-        .route("/setup", get(routes::setup::get).post(routes::setup::post))
-        .route(
-            "/signup",
-            get(routes::signup::get).post(routes::signup::post),
-        )
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
-        .route("/static/{file}", get(routes::static_file))
-        .route("/", get(routes::home))
+        .merge(routes::home::router())
+        .merge(routes::login::router())
+        .merge(routes::logout::router())
+        .merge(routes::profile::router())
+        .merge(routes::password::router())
+        .merge(routes::sessions::router())
+        .merge(routes::admin::router())
+        .merge(routes::setup::router())
+        .merge(routes::signup::router())
+        .merge(routes::health::router())
+        .merge(routes::static_files::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,45 +1,10 @@
 //! `latchkey`: the login server and its user CLI.
 
-mod app;
-mod cli;
-mod config;
-mod error;
-mod flash;
-mod http;
-mod metrics;
-mod pages;
-mod routes;
-mod serve;
-mod user_cmd;
-mod users;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use latchkey_server::cli;
 use tracing_subscriber::EnvFilter;
-
-/// A failure that ends the process: a one-line message and an exit code
-/// (2 for usage errors, 1 for everything else).
-#[derive(Debug)]
-pub struct Failure {
-    code: u8,
-    message: String,
-}
-
-impl Failure {
-    pub fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: 2,
-            message: message.into(),
-        }
-    }
-    pub fn runtime(message: impl Into<String>) -> Self {
-        Self {
-            code: 1,
-            message: message.into(),
-        }
-    }
-}
 
 /// Prints a clap error and exits. A missing argument or sub-command is
 /// named on the first line (clap puts it on the second, or prints only help).
@@ -89,17 +54,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            cli::Command::Serve(args) => serve::run(args).await,
-            cli::Command::User(cmd) => user_cmd::run(cmd).await,
-        }
-    });
+    let result = runtime.block_on(latchkey_server::run(cli.command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
-            ExitCode::from(f.code)
+            eprintln!("error: {}", f.message());
+            ExitCode::from(f.code())
         }
     }
 }

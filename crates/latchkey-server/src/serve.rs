@@ -37,66 +37,107 @@ fn secret(args: &ServeArgs) -> Result<Secret, Failure> {
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
-    let secret = secret(&args)?;
-    // Before the stores open files, so the limit they see is the raised one.
-    let max_connections = crate::http::connection_cap(args.max_connections);
-    let sessions_url = args.stores.sessions_url().to_owned();
-    let store = latchkey::store::open(&sessions_url)
-        .await
-        .map_err(|e| Failure::runtime(e.to_string()))?;
-    let users = Users::open(&args.stores.database).map_err(Failure::usage)?;
-
-    // Sessions are checked against the users table too, so a removal or
-    // "sign out everywhere" the session store missed still ends them.
-    let auth = Latchkey::builder()
-        .secret(secrecy::ExposeSecret::expose_secret(&secret.0).to_vec())
-        .store(store)
-        .users(users.clone())
-        .timeouts(args.idle_timeout, args.absolute_timeout)
-        .secure(!args.dev)
-        .password_policy(PasswordPolicy {
-            min_chars: args.policy.min_password_length as usize,
-            ..PasswordPolicy::default()
-        })
-        .throttle(ThrottleConfig {
-            per_user_and_address: args.max_failures_per_user_address,
-            per_address: args.max_failures_per_address,
-            account_hard_limit: args.max_failures_per_account,
-            window: args.failure_window,
-            ..ThrottleConfig::default()
-        })
-        .max_pending_logins(args.max_pending_logins as usize)
-        .trusted_proxies(args.trusted_proxies.clone())
-        .trusted_origins(args.trusted_origins.clone())
-        .build()
-        // A bad trusted origin and the like: a usage error at start-up.
-        .map_err(|e| Failure::usage(e.to_string()))?;
-    auth.sessions().spawn_sweeper();
-
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.bind)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::runtime(e.to_string()))?;
-    let app = Arc::new(App {
-        auth,
-        users,
-        setup_code: Mutex::new(None),
-        allow_signup: args.allow_signup,
-        metrics: Metrics::new(),
-    });
-    tracing::info!(
-        "latchkey listening on http://{addr} (users: {}, sessions: {}{})",
-        app.users.label(),
-        latchkey::store::describe(&sessions_url),
-        if args.dev { ", dev mode" } else { "" }
-    );
-    tokio::spawn(watch_stores(app.clone(), addr));
-
-    crate::http::serve(listener, router(app), max_connections, shutdown_signal()).await;
+    Serving::start(args).await?.serve(shutdown_signal()).await;
     tracing::info!("latchkey stopped");
     Ok(())
+}
+
+/// A server whose stores are open and whose address is bound, ready to
+/// serve: `latchkey serve` is [`Serving::start`], then [`Serving::serve`]
+/// until SIGTERM or Ctrl-C. Tests start one in-process the same way.
+pub struct Serving {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    app: Arc<App>,
+    max_connections: usize,
+}
+
+impl Serving {
+    /// Checks the configuration, opens the stores, starts the session
+    /// sweeper and binds `--bind` (port 0: a free port, see
+    /// [`Serving::local_addr`]).
+    pub async fn start(args: ServeArgs) -> Result<Serving, Failure> {
+        let secret = secret(&args)?;
+        // Before the stores open files, so the limit they see is the raised one.
+        let max_connections = crate::http::connection_cap(args.max_connections);
+        let sessions_url = args.stores.sessions_url().to_owned();
+        let store = latchkey::store::open(&sessions_url)
+            .await
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let users = Users::open(&args.stores.database).map_err(Failure::usage)?;
+
+        // Sessions are checked against the users table too, so a removal or
+        // "sign out everywhere" the session store missed still ends them.
+        let auth = Latchkey::builder()
+            .secret(secrecy::ExposeSecret::expose_secret(&secret.0).to_vec())
+            .store(store)
+            .users(users.clone())
+            .timeouts(args.idle_timeout, args.absolute_timeout)
+            .secure(!args.dev)
+            .password_policy(PasswordPolicy {
+                min_chars: args.policy.min_password_length as usize,
+                ..PasswordPolicy::default()
+            })
+            .throttle(ThrottleConfig {
+                per_user_and_address: args.max_failures_per_user_address,
+                per_address: args.max_failures_per_address,
+                account_hard_limit: args.max_failures_per_account,
+                window: args.failure_window,
+                ..ThrottleConfig::default()
+            })
+            .max_pending_logins(args.max_pending_logins as usize)
+            .trusted_proxies(args.trusted_proxies.clone())
+            .trusted_origins(args.trusted_origins.clone())
+            .build()
+            // A bad trusted origin and the like: a usage error at start-up.
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        auth.sessions().spawn_sweeper();
+
+        let listener = tokio::net::TcpListener::bind(args.bind)
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.bind)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let app = Arc::new(App {
+            auth,
+            users,
+            setup_code: Mutex::new(None),
+            allow_signup: args.allow_signup,
+            metrics: Metrics::new(),
+        });
+        tracing::info!(
+            "latchkey listening on http://{addr} (users: {}, sessions: {}{})",
+            app.users.label(),
+            latchkey::store::describe(&sessions_url),
+            if args.dev { ", dev mode" } else { "" }
+        );
+        Ok(Serving {
+            listener,
+            addr,
+            app,
+            max_connections,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then drains requests in flight.
+    /// Meanwhile store outages are logged, and the first-run setup link too
+    /// once the stores answer and no user exists.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::spawn(watch_stores(self.app.clone(), self.addr));
+        crate::http::serve(
+            self.listener,
+            router(self.app),
+            self.max_connections,
+            shutdown,
+        )
+        .await;
+    }
 }
 
 /// Logs store outages (naming the store and its address) until both answer,

@@ -1,7 +1,10 @@
-//! One module per URL path.
+//! One folder per resource, mirroring the URLs: its `mod.rs` holds the
+//! resource's `router()` (merged in `app.rs`) and what its handlers share,
+//! and one file per method (or per action below it) holds each handler.
 
 pub mod admin;
 pub mod health;
+pub mod home;
 pub mod login;
 pub mod logout;
 pub mod password;
@@ -9,30 +12,15 @@ pub mod profile;
 pub mod sessions;
 pub mod setup;
 pub mod signup;
+pub mod static_files;
 
-use axum::extract::Path;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
 
-use crate::pages;
-
-/// `GET /`: browsers go to their profile (or sign in); scripts get a hint.
-pub async fn home(headers: HeaderMap) -> Response {
-    if latchkey::extract::wants_html(&headers) {
-        return Redirect::to("/profile").into_response();
-    }
-    axum::Json(serde_json::json!({ "message": "latchkey. POST to /login to authenticate." }))
-        .into_response()
-}
-
-/// `GET /static/style-N.css`.
-pub async fn static_file(Path(file): Path<String>) -> Response {
-    if file == format!("style-{}.css", pages::ASSET_VERSION) {
-        pages::stylesheet().await
-    } else {
-        latchkey::error::detail(StatusCode::NOT_FOUND, "Not Found")
-    }
-}
+/// A form or JSON body with no fields; a form still carries its CSRF token.
+#[derive(Deserialize)]
+pub struct Empty {}
 
 /// Adds `Set-Cookie` when there is one to set.
 pub fn with_cookie(mut res: Response, cookie: Option<HeaderValue>) -> Response {

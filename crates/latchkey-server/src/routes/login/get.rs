@@ -1,0 +1,41 @@
+//! `GET /login`: the form for a browser, a hint for scripts.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use latchkey::extract::{wants_html, MaybeUser};
+use serde::Deserialize;
+
+use super::login_page;
+use crate::app::AppState;
+use crate::routes::safe_next;
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    MaybeUser(user): MaybeUser,
+    Query(query): Query<NextQuery>,
+) -> Response {
+    if !wants_html(&headers) {
+        return Json(
+            serde_json::json!({ "message": "Login page. POST to /login to authenticate." }),
+        )
+        .into_response();
+    }
+    let next = safe_next(query.next.as_deref());
+    login_page(
+        &app,
+        &headers,
+        user.as_ref(),
+        StatusCode::OK,
+        None,
+        String::new(),
+        next,
+    )
+}

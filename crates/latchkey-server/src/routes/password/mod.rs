@@ -1,0 +1,31 @@
+//! `/password`: the form, and changing one's own password.
+
+mod get;
+mod post;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing;
+use axum::Router;
+use latchkey::CurrentUser;
+
+use crate::app::AppState;
+use crate::pages::{render, Nav, PasswordPage};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/password", routing::get(get::get).post(post::post))
+}
+
+/// The form, with `error` above it when a change was refused.
+fn page(app: &AppState, user: &CurrentUser, status: StatusCode, error: Option<String>) -> Response {
+    render(
+        status,
+        PasswordPage {
+            nav: Nav::of(user),
+            csrf: user.csrf_token().to_owned(),
+            username: user.username().to_owned(),
+            error,
+            min_len: app.auth.policy().min_chars,
+        },
+    )
+}

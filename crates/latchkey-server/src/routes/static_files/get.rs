@@ -1,0 +1,15 @@
+//! `GET /static/style-N.css`.
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use crate::pages;
+
+pub async fn static_file(Path(file): Path<String>) -> Response {
+    if file == format!("style-{}.css", pages::ASSET_VERSION) {
+        pages::stylesheet().await
+    } else {
+        latchkey::error::detail(StatusCode::NOT_FOUND, "Not Found")
+    }
+}
