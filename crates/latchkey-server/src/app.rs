@@ -1,19 +1,15 @@
 //! Builds the application: shared state and the router with its layers.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use latchkey::body::BODY_LIMIT;
-use latchkey::Latchkey;
-use tower_http::timeout::TimeoutLayer;
+use latchkey::{Latchkey, LatchkeyService};
+use tower::Layer;
 
-use crate::error::{error_bodies, method_not_allowed, not_found};
-use crate::flash;
+use crate::error::{method_not_allowed, not_found};
+use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::users::Users;
@@ -31,11 +27,19 @@ pub struct App {
 
 pub type AppState = Arc<App>;
 
-/// How long one request may take before 408.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The whole application as one service: [`Frame`] (deadline, error
+/// bodies, flash, metrics) around latchkey's layer (cross-origin check,
+/// session handle, security headers) around the router. The two wrap the
+/// router from outside rather than through `Router::layer`, which would
+/// wrap every route's handler and run per route.
+pub type AppService = Frame<LatchkeyService<Router>>;
 
-pub fn router(state: AppState) -> Router {
-    let auth_layer = state.auth.layer();
+pub fn service(state: AppState) -> AppService {
+    let latchkey = state.auth.layer();
+    Frame::new(state.clone(), latchkey.layer(router(state)))
+}
+
+fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::home::router())
         .merge(routes::login::router())
@@ -51,22 +55,5 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(middleware::from_fn(error_bodies))
-        .layer(middleware::from_fn_with_state(state.clone(), flash::layer))
-        .layer(auth_layer)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_responses,
-        ))
         .with_state(state)
-}
-
-async fn count_responses(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
-    app.metrics.response(res.status().as_u16());
-    res
 }

@@ -1,10 +1,10 @@
 //! The one place server errors become HTTP answers, and the net that gives
-//! every error response a `{"detail": ...}` body.
+//! every error response a `{"detail": ...}` body (applied by
+//! [`Frame`](crate::frame::Frame) to every response).
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use latchkey::error::detail;
 
@@ -43,25 +43,19 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The one middleware that shapes error bodies: every error gets a
-/// `{"detail": ...}` body (see [`json_detail`]), then browsers get pages for
-/// 401 and 404 (see [`browser_page`]). One layer rather than two: each
-/// layer costs every request a boxed future.
-pub async fn error_bodies(req: Request, next: Next) -> Response {
-    let html = latchkey::extract::wants_html(req.headers());
-    let back_to = html.then(|| return_path(&req)).flatten();
-    let res = json_detail(next.run(req).await);
-    if html {
-        browser_page(res, back_to)
-    } else {
-        res
-    }
+/// Whether the client asked for a page rather than JSON (`Accept` names
+/// `text/html`).
+pub fn wants_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
 }
 
 /// Gives error responses that carry no JSON or page (404 from the router,
 /// 405, 408 timeouts, 413 limits...) a `{"detail": ...}` body, keeping
 /// their status and headers.
-fn json_detail(res: Response) -> Response {
+pub fn json_detail(res: Response) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
@@ -87,7 +81,7 @@ fn json_detail(res: Response) -> Response {
 
 /// Unknown routes: 404 (a page for browsers).
 pub async fn not_found(headers: axum::http::HeaderMap) -> Response {
-    if latchkey::extract::wants_html(&headers) {
+    if crate::error::wants_html(&headers) {
         return crate::pages::message(
             StatusCode::NOT_FOUND,
             "Not found",
@@ -107,7 +101,7 @@ pub async fn method_not_allowed() -> Response {
 /// clicking: 401 (signed out, e.g. a form posted after the session ended:
 /// a page linking to sign in that returns them where they were) and 404.
 /// Status and headers are kept; other errors keep their JSON body.
-fn browser_page(res: Response, back_to: Option<String>) -> Response {
+pub fn browser_page(res: Response, back_to: Option<String>) -> Response {
     let status = res.status();
     if !(status == StatusCode::UNAUTHORIZED || status == StatusCode::NOT_FOUND) {
         return res;
@@ -158,7 +152,7 @@ fn browser_page(res: Response, back_to: Option<String>) -> Response {
 
 /// Where a signed-out browser was going: this page for a GET, else the
 /// same-site page the form was on (from `Referer`). Only a local path.
-fn return_path(req: &Request) -> Option<String> {
+pub fn return_path(req: &Request) -> Option<String> {
     let path = if req.method() == axum::http::Method::GET {
         req.uri().path_and_query()?.as_str().to_owned()
     } else {

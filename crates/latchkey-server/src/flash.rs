@@ -7,9 +7,7 @@
 //! reach a page this way; an unknown code is ignored. The next HTML page the
 //! browser gets shows the message and expires the cookie.
 
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::app::AppState;
@@ -119,7 +117,7 @@ pub fn set(app: &AppState, mut res: Response, flash: Flash) -> Response {
 }
 
 /// The flash cookie's raw value in the request, if any.
-fn read(app: &AppState, headers: &HeaderMap) -> Option<String> {
+pub fn read(app: &AppState, headers: &HeaderMap) -> Option<String> {
     // Every request passes here: compare name parts in place, no allocation.
     let session = app.auth.cookies().name.as_str();
     headers
@@ -142,18 +140,19 @@ pub fn current() -> Option<&'static str> {
     CURRENT.try_with(|f| f.map(Flash::message)).ok().flatten()
 }
 
-/// Middleware: makes the request's flash available to the page it renders,
-/// and expires the cookie once an HTML page (not a redirect) has been sent.
-pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let raw = read(&app, req.headers());
-    if raw.is_none() {
-        // The common case: no flash to show or expire.
-        return next.run(req).await;
-    }
-    let flash = raw.as_deref().and_then(Flash::from_code);
-    let mut res = CURRENT.scope(flash, next.run(req)).await;
-    if raw.is_none() || res.status().is_redirection() {
-        return res;
+/// Runs `answer` (the request's handling) with the flash cookie's value
+/// `raw` available to the page it renders, and expires the cookie once an
+/// HTML page (not a redirect) has been sent. Only for requests that carry
+/// the cookie ([`read`]); others need none of this.
+pub async fn scoped(
+    app: AppState,
+    raw: String,
+    answer: impl std::future::Future<Output = Result<Response, std::convert::Infallible>>,
+) -> Result<Response, std::convert::Infallible> {
+    let flash = Flash::from_code(&raw);
+    let mut res = CURRENT.scope(flash, answer).await?;
+    if res.status().is_redirection() {
+        return Ok(res);
     }
     let page = res
         .headers()
@@ -171,7 +170,7 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
         res.headers_mut()
             .append(header::SET_COOKIE, cookie(&app, "", 0));
     }
-    res
+    Ok(res)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::Router;
+
+use crate::app::AppService;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -99,7 +100,7 @@ pub fn connection_cap(requested: u32) -> usize {
 
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: AppService,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -191,7 +192,7 @@ fn is_resource_exhaustion(e: &std::io::Error) -> bool {
 /// the connection closes the socket.
 fn drive(
     builder: &Builder<TokioExecutor>,
-    app: &Router,
+    app: &AppService,
     stream: TcpStream,
     peer: SocketAddr,
     slot: Slot,
@@ -200,15 +201,12 @@ fn drive(
 ) -> impl Future<Output = ()> + Send + 'static {
     let _ = stream.set_nodelay(true);
     let activity = slot.activity.clone();
-    let app = app
-        .clone()
-        .map_request(move |mut req: axum::http::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            req
-        });
+    let app = app.clone();
     let tracked = activity.clone();
     let service = tower::service_fn(move |req: axum::http::Request<Incoming>| {
         let in_flight = tracked.request();
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
         let answer = app.clone().oneshot(req);
         async move {
             let res = answer.await?;

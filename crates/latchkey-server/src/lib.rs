@@ -9,6 +9,7 @@ pub mod cli;
 mod config;
 mod error;
 mod flash;
+mod frame;
 mod http;
 mod metrics;
 mod pages;

@@ -9,7 +9,7 @@ use latchkey::password::PasswordPolicy;
 use latchkey::throttle::ThrottleConfig;
 use latchkey::Latchkey;
 
-use crate::app::{router, App};
+use crate::app::{service, App};
 use crate::cli::ServeArgs;
 use crate::config::{dev_secret, dev_secret_path, read_secret_file, Secret};
 use crate::metrics::Metrics;
@@ -132,7 +132,7 @@ impl Serving {
         tokio::spawn(watch_stores(self.app.clone(), self.addr));
         crate::http::serve(
             self.listener,
-            router(self.app),
+            service(self.app),
             self.max_connections,
             shutdown,
         )

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, OnceCell};
 
 use super::bus::{Bus, Revoked, Transport};
 use super::cache::SessionCache;
-use super::{sql::sql_store_impl, CounterStore, SessionStore, StoreError};
+use super::sql::{session_columns, sql_store_impl};
+use super::{CounterStore, SessionStore, StoreError};
 use crate::session::{now_ms, SessionRecord, TokenHash};
 
 const SCHEMA: &str = include_str!("../../schema/postgres.sql");

@@ -12,6 +12,15 @@ pub(super) const SWEEP_BURST: std::time::Duration = std::time::Duration::from_mi
 /// but time (expired sessions are refused at load anyway).
 pub(super) const SWEEP_REST_FACTOR: u32 = 4;
 
+/// The columns a session is read from, named (not `*`): a prepared
+/// statement keeps its shape when a migration adds a column under it.
+macro_rules! session_columns {
+    () => {
+        "token_hash, id, user_id, username, role, created_at, last_seen_at, expires_at, \
+         user_agent, ip, csrf_secret, user_version, data"
+    };
+}
+
 macro_rules! sql_store_impl {
     ($store:ty, $row:ty, $conn:ty) => {
         fn record_from_row(row: &$row) -> Result<SessionRecord, sqlx::Error> {
@@ -84,7 +93,7 @@ macro_rules! sql_store_impl {
 
             async fn db_load(&self, key: &TokenHash) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
                 self.run(async {
-                    let row = sqlx::query("SELECT * FROM latchkey_sessions WHERE token_hash = $1")
+                    let row = sqlx::query(concat!("SELECT ", session_columns!(), " FROM latchkey_sessions WHERE token_hash = $1"))
                         .bind(key.0.to_vec())
                         .fetch_optional(&self.pool().await?)
                         .await?;
@@ -111,7 +120,7 @@ macro_rules! sql_store_impl {
             async fn db_list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
                 self.run(async {
                     let rows = sqlx::query(
-                        "SELECT * FROM latchkey_sessions WHERE user_id = $1 ORDER BY created_at",
+                        concat!("SELECT ", session_columns!(), " FROM latchkey_sessions WHERE user_id = $1 ORDER BY created_at"),
                     )
                     .bind(user_id)
                     .fetch_all(&self.pool().await?)
@@ -254,4 +263,4 @@ macro_rules! sql_store_impl {
     };
 }
 
-pub(super) use sql_store_impl;
+pub(super) use {session_columns, sql_store_impl};

@@ -1,10 +1,10 @@
 //! `GET /admin`: the dashboard for a browser, a greeting for scripts.
 
+use crate::error::wants_html;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use latchkey::extract::wants_html;
 
 use super::{page, AdminUser};
 use crate::app::AppState;

@@ -4,7 +4,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 
 pub async fn home(headers: HeaderMap) -> Response {
-    if latchkey::extract::wants_html(&headers) {
+    if crate::error::wants_html(&headers) {
         return Redirect::to("/profile").into_response();
     }
     axum::Json(serde_json::json!({ "message": "latchkey. POST to /login to authenticate." }))

@@ -1,11 +1,11 @@
 //! `POST /logout`: ends the session on the server and clears the cookie.
 
+use crate::error::wants_html;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
-use latchkey::extract::wants_html;
 use latchkey::Auth;
 
 use crate::app::AppState;

@@ -1,12 +1,12 @@
 //! `POST /password`: changes the signed-in user's own password.
 
+use crate::error::wants_html;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
 use latchkey::error::PasswordChangeError;
-use latchkey::extract::wants_html;
 use latchkey::{CurrentUser, RequestMeta};
 use secrecy::ExposeSecret;
 use serde::Deserialize;

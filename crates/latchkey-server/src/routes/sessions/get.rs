@@ -1,10 +1,10 @@
 //! `GET /sessions`: the signed-in user's sessions, as a page or JSON.
 
+use crate::error::wants_html;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use latchkey::extract::wants_html;
 use latchkey::CurrentUser;
 
 use crate::app::AppState;

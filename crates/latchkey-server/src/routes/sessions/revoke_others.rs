@@ -1,11 +1,11 @@
 //! `POST /sessions/revoke-others`: ends every session but this one.
 
+use crate::error::wants_html;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
-use latchkey::extract::wants_html;
 use latchkey::CurrentUser;
 
 use crate::app::AppState;

@@ -1,11 +1,11 @@
 //! `GET /setup?code=...`: the form for a browser, a hint for scripts
 //! (404 unless the code is live and no user exists).
 
+use crate::error::wants_html;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use latchkey::extract::wants_html;
 use serde::Deserialize;
 
 use super::{code_valid, form, not_found};

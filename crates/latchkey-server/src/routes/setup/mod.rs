@@ -4,12 +4,12 @@
 mod get;
 mod post;
 
+use crate::error::wants_html;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing;
 use axum::Router;
 use latchkey::error::detail;
-use latchkey::extract::wants_html;
 
 use crate::app::AppState;
 use crate::error::ApiError;

@@ -6,11 +6,11 @@ mod password;
 mod remove;
 mod role;
 
+use crate::error::wants_html;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::{Json, Router};
-use latchkey::extract::wants_html;
 use latchkey::CurrentUser;
 
 use super::page;
