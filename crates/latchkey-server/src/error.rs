@@ -6,7 +6,6 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use latchkey::error::detail;
 
 use crate::users::UsersError;
 
@@ -41,6 +40,12 @@ impl IntoResponse for ApiError {
             ApiError::Detail(status, msg) => detail(status, &msg),
         }
     }
+}
+
+/// A JSON `{"detail": ...}` answer with `status`.
+pub fn detail(status: StatusCode, detail: &str) -> Response {
+    let body = serde_json::json!({ "detail": detail }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Whether the client asked for a page rather than JSON (`Accept` names

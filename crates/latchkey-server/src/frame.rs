@@ -114,7 +114,7 @@ where
             Poll::Ready(Err(never)) => match never {},
             Poll::Pending => match this.deadline.poll(cx) {
                 Poll::Ready(()) => {
-                    latchkey::error::detail(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
+                    crate::error::detail(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
                 }
                 Poll::Pending => return Poll::Pending,
             },

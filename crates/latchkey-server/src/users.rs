@@ -2,12 +2,22 @@
 //! of the library's `UserBackend`, plus what the CLI and admin page need.
 
 use async_trait::async_trait;
-use latchkey::session::now_ms;
 use latchkey::user::{AuthUser, BackendError, UserBackend};
 use latchkey::username::{fold, normalize, UsernameError};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use tokio::sync::OnceCell;
+
+/// How long one users-table call may take before the request fails closed
+/// with 503 (the session store's bound: the contract allows 2 s in all).
+const USERS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Milliseconds since the Unix epoch, as the table stores times.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS latchkey_users (
     id            TEXT PRIMARY KEY,
@@ -200,7 +210,7 @@ impl Users {
         &self,
         fut: impl std::future::Future<Output = Result<T, UsersError>>,
     ) -> Result<T, UsersError> {
-        let limit = latchkey::store::OPERATION_TIMEOUT;
+        let limit = USERS_TIMEOUT;
         tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
             Err(self.db()(sqlx::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

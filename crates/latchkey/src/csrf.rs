@@ -19,10 +19,10 @@ use tower_http::csrf::{CsrfLayer, ProtectionError};
 use crate::session::SessionRecord;
 
 /// The form field that carries the token.
-pub const FORM_FIELD: &str = "csrf_token";
+pub(crate) const FORM_FIELD: &str = "csrf_token";
 
 /// The rejection tower-http's layer answers with.
-pub type RejectFn = fn(ProtectionError) -> Response<Body>;
+pub(crate) type RejectFn = fn(ProtectionError) -> Response<Body>;
 
 fn reject(_: ProtectionError) -> Response<Body> {
     crate::error::detail(StatusCode::FORBIDDEN, "Cross-site request refused.").into_response()
@@ -30,7 +30,7 @@ fn reject(_: ProtectionError) -> Response<Body> {
 
 /// The header-based check, with `trusted` origins (`https://host[:port]`)
 /// allowed besides the request's own.
-pub fn cross_origin_layer(trusted: &[String]) -> Result<CsrfLayer<RejectFn>, String> {
+pub(crate) fn cross_origin_layer(trusted: &[String]) -> Result<CsrfLayer<RejectFn>, String> {
     let mut layer = CsrfLayer::new();
     for origin in trusted {
         layer = layer
@@ -41,12 +41,12 @@ pub fn cross_origin_layer(trusted: &[String]) -> Result<CsrfLayer<RejectFn>, Str
 }
 
 /// Form token for a signed-in session.
-pub fn session_token(record: &SessionRecord) -> &str {
+pub(crate) fn session_token(record: &SessionRecord) -> &str {
     &record.csrf_secret
 }
 
 /// Form token bound to a pre-session cookie value by the server key.
-pub fn pre_session_token(key: &[u8], cookie_value: &str) -> String {
+pub(crate) fn pre_session_token(key: &[u8], cookie_value: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(b"latchkey pre-session csrf\0");
     mac.update(cookie_value.as_bytes());
@@ -54,7 +54,7 @@ pub fn pre_session_token(key: &[u8], cookie_value: &str) -> String {
 }
 
 /// Constant-time string equality for secrets.
-pub fn secrets_equal(a: &str, b: &str) -> bool {
+pub(crate) fn secrets_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
@@ -62,7 +62,7 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
 /// when signed in, else the one derived from the pre-session cookie. Signed
 /// in, the pre-session token no longer counts: the token rotates at login,
 /// so one known before sign-in (e.g. from a planted cookie) forges nothing.
-pub fn form_token_valid(
+pub(crate) fn form_token_valid(
     key: &[u8],
     submitted: &str,
     session: Option<&SessionRecord>,

@@ -68,7 +68,7 @@ pub enum PasswordChangeError {
 }
 
 /// A JSON `{"detail": ...}` answer with `status`.
-pub fn detail(status: StatusCode, detail: &str) -> Response {
+pub(crate) fn detail(status: StatusCode, detail: &str) -> Response {
     let body = serde_json::json!({ "detail": detail }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

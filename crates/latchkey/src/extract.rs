@@ -115,7 +115,7 @@ impl<S: Send + Sync, U: Send + Sync + 'static> FromRequestParts<S> for User<U> {
 }
 
 /// Whether the client asked for a page rather than JSON.
-pub fn wants_html(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

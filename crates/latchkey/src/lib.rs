@@ -86,7 +86,7 @@ pub mod body;
 mod builder;
 mod client;
 pub mod cookie;
-pub mod csrf;
+mod csrf;
 pub mod error;
 pub mod extract;
 mod hash_pool;

@@ -117,7 +117,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("tokio runtime");
-    let now = latchkey::session::now_ms();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let store = MemoryStore::new();
     // Warm up the allocator and the runtime with one session, then measure.
     rt.block_on(store.create(&record(n, per_user, now)))

@@ -64,7 +64,8 @@ macro_rules! pair_suite {
                 password_change_on_a_ends_session_used_on_b,
                 failures_count_across_instances,
                 cli_remove_signs_out_on_both,
-                cli_role_change_seen_on_both);
+                cli_role_change_seen_on_both,
+                logout_racing_reads_is_never_stale);
         }
     };
     (@tests $setup:ident; $($test:ident),*) => {
@@ -219,5 +220,63 @@ async fn cli_role_change_seen_on_both(p: Pair) {
     p.cli_ok(&["set-role", "alice", "user", "--force"]);
     for s in [&p.a, &p.b] {
         assert_eq!(get_json(s, "/admin", &on_b).await.0, 403, "{}", s.addr);
+    }
+}
+
+/// Issue 11's revocation race over HTTP: each round signs in on A, reads
+/// the profile on B (so B caches the session), then logs out on A while B
+/// reads at the same moment; once the logout has answered, B must answer
+/// 401. Half-way, every revocation listener (PostgreSQL `LISTEN`, Redis
+/// pub/sub) is killed: the instances reconnect, and meanwhile serve from
+/// the store, never stale and never a 500. `LATCHKEY_RACE_ROUNDS` rounds
+/// (default 60: CI's short run; 1,000 for the full one).
+async fn logout_racing_reads_is_never_stale(p: Pair) {
+    let rounds: usize = std::env::var("LATCHKEY_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    p.a.add_user("alice", "user");
+    for round in 0..rounds {
+        if round == rounds / 2 {
+            kill_revocation_listeners();
+        }
+        let cookie = login(&p.a, "alice", PASSWORD).await;
+        let (st, _) = get_json(&p.b, "/profile", &cookie).await;
+        assert_eq!(st, 200, "round {round}: B sees the new session");
+        let (logout, racing) = tokio::join!(
+            post(&p.a, "/logout", &cookie, json!({})),
+            get_json(&p.b, "/profile", &cookie)
+        );
+        assert_eq!(logout.status(), 200, "round {round}: logout");
+        assert!(
+            [200, 401].contains(&racing.0),
+            "round {round}: a read racing the logout got {}",
+            racing.0
+        );
+        let (after, body) = get_json(&p.b, "/profile", &cookie).await;
+        assert_eq!(
+            (after, body),
+            (401, json!({"detail": "Not authenticated"})),
+            "round {round}: B answered after A's logout had answered"
+        );
+    }
+}
+
+/// Ends every revocation listener of this machine's PostgreSQL and Redis
+/// (other tests' instances too, which must survive it as well).
+fn kill_revocation_listeners() {
+    if let Some(url) = postgres_base() {
+        psql(
+            &url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN \"latchkey_%'",
+        );
+    }
+    if let Some(url) = redis_base() {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &url, "CLIENT", "KILL", "TYPE", "pubsub"])
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli CLIENT KILL failed");
     }
 }

@@ -1,10 +1,10 @@
 //! `GET /readyz`: whether both stores answer.
 
+use crate::error::detail;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use latchkey::error::detail;
 
 use crate::app::AppState;
 

@@ -1,10 +1,11 @@
 //! `GET /login`: the form for a browser, a hint for scripts.
 
+use crate::error::wants_html;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use latchkey::extract::{wants_html, MaybeUser};
+use latchkey::extract::MaybeUser;
 use serde::Deserialize;
 
 use super::login_page;

@@ -1,11 +1,12 @@
 //! `POST /login`: signs in (JSON or a form), or says why not.
 
+use crate::error::wants_html;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
-use latchkey::extract::{wants_html, MaybeUser};
+use latchkey::extract::MaybeUser;
 use latchkey::{Auth, Credentials, LoginError};
 use serde::Deserialize;
 

@@ -1,10 +1,10 @@
 //! `DELETE /sessions/{id}`: ends one of the caller's sessions (this one
 //! too: then it is a sign-out).
 
+use crate::error::detail;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use latchkey::error::detail;
 use latchkey::CurrentUser;
 
 use super::{end, signed_out};

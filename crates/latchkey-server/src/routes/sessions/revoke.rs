@@ -1,10 +1,10 @@
 //! `POST /sessions/{id}/revoke`: the page's button for one session.
 
+use crate::error::detail;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey::body::Input;
-use latchkey::error::detail;
 use latchkey::CurrentUser;
 
 use super::{end, signed_out};

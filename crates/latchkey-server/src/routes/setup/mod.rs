@@ -4,12 +4,13 @@
 mod get;
 mod post;
 
+use crate::error::detail;
 use crate::error::wants_html;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing;
 use axum::Router;
-use latchkey::error::detail;
+use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -28,7 +29,7 @@ async fn code_valid(app: &AppState, code: Option<&str>) -> Result<bool, ApiError
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let matches = match (live, code) {
-        (Some(live), Some(code)) => latchkey::csrf::secrets_equal(&live, code),
+        (Some(live), Some(code)) => bool::from(live.as_bytes().ct_eq(code.as_bytes())),
         _ => false,
     };
     Ok(matches && app.users.count().await? == 0)

@@ -1,13 +1,13 @@
 //! `POST /setup`: creates the first admin (404 unless the code is live and
 //! no user exists).
 
+use crate::error::detail;
 use crate::error::wants_html;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
-use latchkey::error::detail;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 

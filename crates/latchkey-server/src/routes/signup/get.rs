@@ -1,11 +1,12 @@
 //! `GET /signup`: the form for a browser, a hint for scripts (404 unless
 //! `--allow-signup`).
 
+use crate::error::wants_html;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use latchkey::extract::{wants_html, MaybeUser};
+use latchkey::extract::MaybeUser;
 
 use super::form;
 use crate::app::AppState;

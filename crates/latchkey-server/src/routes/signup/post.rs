@@ -1,13 +1,14 @@
 //! `POST /signup`: creates an account and signs it in (404 unless
 //! `--allow-signup`).
 
+use crate::error::detail;
+use crate::error::wants_html;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
-use latchkey::error::detail;
-use latchkey::extract::{wants_html, MaybeUser};
+use latchkey::extract::MaybeUser;
 use latchkey::RequestMeta;
 use secrecy::ExposeSecret;
 use serde::Deserialize;

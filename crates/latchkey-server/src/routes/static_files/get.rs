@@ -10,6 +10,6 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
     if file == format!("style-{}.css", pages::ASSET_VERSION) {
         pages::stylesheet().await
     } else {
-        latchkey::error::detail(StatusCode::NOT_FOUND, "Not Found")
+        crate::error::detail(StatusCode::NOT_FOUND, "Not Found")
     }
 }
