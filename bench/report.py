@@ -24,6 +24,7 @@ LABELS = {
     "peer-memory": "tower-sessions + axum-login, memory store",
     "peer-sqlite": "tower-sessions + axum-login, SQLite store",
     "peer-sqlite-save": "tower-sessions + axum-login, SQLite, save every request",
+    "peer-redis": "tower-sessions + axum-login, Redis store",
 }
 SHORT = {
     "floor": "floor",
@@ -34,6 +35,7 @@ SHORT = {
     "peer-memory": "peer memory",
     "peer-sqlite": "peer SQLite",
     "peer-sqlite-save": "peer SQLite, save always",
+    "peer-redis": "peer Redis",
 }
 ORDER = list(LABELS)
 

@@ -12,7 +12,7 @@ set -euo pipefail
 LOG_TAG=bench
 source "$(dirname "$0")/common.sh"
 
-ALL_TARGETS="floor latchkey-memory latchkey-sqlite latchkey-postgres latchkey-redis peer-memory peer-sqlite peer-sqlite-save"
+ALL_TARGETS="floor latchkey-memory latchkey-sqlite latchkey-postgres latchkey-redis peer-memory peer-sqlite peer-sqlite-save peer-redis"
 
 usage() {
   cat <<EOF
@@ -103,14 +103,33 @@ run_open_loop() { # OUT RATE SECONDS URL COOKIE
 # that the cookie gets the profile. A target whose service is missing is
 # skipped.
 skip() { echo "$2" >"$RAW/$1/skipped"; log "$1: skipped ($2)"; }
+# tower-sessions' Redis store has no key prefix (its keys are bare session
+# ids), so peer-redis gets an empty database of its own, counting down from
+# the last; at exit the keys of that shape there are deleted.
+redis_free_db() {
+  local n db
+  n=$(rcli CONFIG GET databases 2>/dev/null | sed -n 2p)
+  for db in $(seq $((${n:-16} - 1)) -1 1); do
+    if [ "$(rcli -n "$db" DBSIZE 2>/dev/null)" = 0 ]; then echo "$db"; return 0; fi
+  done
+  return 1
+}
 setup_target() { # TARGET
-  local target=$1 dir="$RAW/$1" data="$WORK/$1" port store_args=() cookie=""
+  local target=$1 dir="$RAW/$1" data="$WORK/$1" port store_args=() cookie="" peer_args db
   mkdir -p "$dir" "$data"
   port=$(free_port)
   case "$target" in
     floor|peer-*)
+      peer_args=(--db "$data/peer.db")
+      if [ "$target" = peer-redis ]; then
+        redis_ready || { skip "$target" "Redis not reachable at $REDIS_BASE"; return 0; }
+        db=$(redis_free_db) || { skip "$target" "no empty Redis database for its keys"; return 0; }
+        REDIS_CLEAN+=("$db:$(printf '?%.0s' {1..22})")
+        [[ $REDIS_BASE =~ ^rediss?://[^/?]* ]] || { skip "$target" "cannot read $REDIS_BASE"; return 0; }
+        peer_args=(--redis "${BASH_REMATCH[0]}/$db")
+      fi
       start_server "$target" "$dir/server.log" env BENCH_USERNAME="$USERNAME" BENCH_PASSWORD="$PASSWORD" \
-        "$BIN/bench-peer" --mode "${target#peer-}" --bind "127.0.0.1:$port" --db "$data/peer.db"
+        "$BIN/bench-peer" --mode "${target#peer-}" --bind "127.0.0.1:$port" "${peer_args[@]}"
       [ "$target" = floor ] && cookie="none=1"
       ;;
     latchkey-*)
