@@ -4,14 +4,16 @@ OUT/chart.png, and, with --readme PATH, the table between the README's
 `<!-- bench:begin -->` and `<!-- bench:end -->` markers.
 
     python3 bench/report.py OUT [--readme README.md]
+    python3 bench/report.py --storm-rate DIR | --storm-line DIR   # for run.sh, from raw/TARGET
 
 Only the standard library is needed for the table; matplotlib for the chart.
 """
 
-import json
 import os
 import re
 import sys
+
+from common import load_env, load_json, median, numbered, rate, replace_between, verdict
 
 LABELS = {
     "floor": "floor: bare axum handler, no session",
@@ -22,6 +24,7 @@ LABELS = {
     "peer-memory": "tower-sessions + axum-login, memory store",
     "peer-sqlite": "tower-sessions + axum-login, SQLite store",
     "peer-sqlite-save": "tower-sessions + axum-login, SQLite, save every request",
+    "peer-redis": "tower-sessions + axum-login, Redis store",
 }
 SHORT = {
     "floor": "floor",
@@ -32,6 +35,7 @@ SHORT = {
     "peer-memory": "peer memory",
     "peer-sqlite": "peer SQLite",
     "peer-sqlite-save": "peer SQLite, save always",
+    "peer-redis": "peer Redis",
 }
 ORDER = list(LABELS)
 
@@ -46,36 +50,14 @@ LOGIN_TARGET = 0.90  # logins/s over the one-core Argon2id hash rate
 STORM_TARGET = 3.0  # storm p99 over idle p99, at most
 
 
-def load_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def load_env(path):
-    env = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                if "=" in line:
-                    k, v = line.rstrip("\n").split("=", 1)
-                    env[k] = v
-    except OSError:
-        pass
-    return env
-
-
 def wrk_stats(d):
     """req/s, latencies in ms and error count from a BENCH_JSON line."""
     if not d:
         return None
-    secs = d["duration_us"] / 1e6
     errors = sum(d["errors"].values())
     lat = d["latency_us"]
     return {
-        "rps": d["requests"] / secs if secs else 0.0,
+        "rps": rate(d),
         "requests": d["requests"],
         "p50": lat["p50"] / 1000,
         "p99": lat["p99"] / 1000,
@@ -117,24 +99,6 @@ def proc_stats(d):
     return {"cpu": cpu * 100, "cpu_s": cpu_s, "wall_s": d["wall_s"], "hwm_mib": d["vmhwm_kb"] / 1024}
 
 
-def rounds_of(path, stem):
-    """Round numbers N for which PATH/STEM-N.json exists, in order."""
-    found = []
-    for f in os.listdir(path):
-        m = re.fullmatch(re.escape(stem) + r"-(\d+)\.json", f)
-        if m:
-            found.append(int(m.group(1)))
-    return sorted(found)
-
-
-def median(xs):
-    xs = sorted(x for x in xs if x is not None)
-    if not xs:
-        return None
-    mid = len(xs) // 2
-    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
-
-
 def collect(raw):
     targets = {}
     for name in sorted(os.listdir(raw)):
@@ -147,7 +111,7 @@ def collect(raw):
             with open(skipped) as f:
                 t["skipped"] = f.read().strip()
         t["rounds"] = {}
-        for r in rounds_of(path, "get"):
+        for r in numbered(path, "get"):
             g = wrk_stats(load_json(os.path.join(path, f"get-{r}.json")))
             if g:
                 p = proc_stats(load_json(os.path.join(path, f"get-{r}.proc.json")))
@@ -216,10 +180,6 @@ def hash_rate(raw):
 
 def fmt(x, spec):
     return "—" if x is None else format(x, spec)
-
-
-def verdict(ok):
-    return "met" if ok else "**missed**"
 
 
 def build(out, readme=None):
@@ -398,12 +358,6 @@ def build(out, readme=None):
 
 def update_readme(path, text):
     """Replaces what lies between the README's bench markers."""
-    with open(path) as f:
-        readme = f.read()
-    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-    if begin not in readme or end not in readme:
-        print(f"report.py: no {begin} / {end} markers in {path}; README left alone", file=sys.stderr)
-        return
     body = text.split("\n", 1)[1]  # drop the H1
     # The long explanations stay in RESULTS.md and bench/README.md.
     body = "\n".join(
@@ -411,10 +365,7 @@ def update_readme(path, text):
     )
     body = re.sub(r"\n{3,}", "\n\n", body)
     body = body.replace("## ", "#### ").replace("](chart.png)", "](bench/results/chart.png)")
-    head, rest = readme.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    with open(path, "w") as f:
-        f.write(head + begin + "\n" + body.strip() + "\n" + end + tail)
+    replace_between(path, "<!-- bench:begin -->", "<!-- bench:end -->", body.strip())
 
 
 def chart(out, targets, names, ratios, rate, storm, meta):
@@ -510,12 +461,18 @@ def storm_line(path):
     )
 
 
+def storm_rate(path):
+    """Half the target's median closed-loop GET req/s: the storm test's rate."""
+    rps = median(rate(load_json(os.path.join(path, f"get-{r}.json"))) for r in numbered(path, "get"))
+    return max(1, int(rps / 2))
+
+
 def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 2
-    if argv[0] == "--storm-line":
-        print(storm_line(argv[1]))
+    if argv[0] in ("--storm-line", "--storm-rate"):
+        print((storm_line if argv[0] == "--storm-line" else storm_rate)(argv[1]))
         return 0
     out = argv[0]
     readme = None

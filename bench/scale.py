@@ -4,8 +4,6 @@
     python3 bench/scale.py report OUT [--readme README.md]   # OUT/scale/ -> OUT/SCALE.md
     python3 bench/scale.py redis-load PREFIX N OFFSET live|expired NOW_MS   # RESP on stdout
     python3 bench/scale.py known sqlite|pgcopy|resp DB|-|PREFIX K OFFSET NOW_MS TOKENS_OUT
-    python3 bench/scale.py redis-unlink            # keys on stdin -> UNLINK batches (RESP)
-    python3 bench/scale.py summary RUN.json [PROC.json]
     python3 bench/scale.py merge A.hist B.hist ...  # one line: requests, p50, p99
     python3 bench/scale.py sweep-line DIR
 
@@ -13,14 +11,15 @@ Only the standard library is needed.
 """
 
 import glob
-import hashlib
 import gzip
-import json
+import hashlib
 import os
 import re
 import secrets
 import statistics
 import sys
+
+from common import cpu_share, load_env, load_json, numbered, rate, read_number, replace_between, resp, verdict
 
 P99_TARGET = 1.5  # p99 at the large store over p99 at the small one, at most
 SWEEP_TARGET = 2.0  # p99 while the sweep runs over p99 before, at most
@@ -38,53 +37,42 @@ STORE_LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL", "redis": "Redis"}
 
 
 # ---------------------------------------------------------------- loading
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        if not isinstance(a, bytes):
-            a = str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
+FIELDS = ("id", "user_id", "username", "role", "created_at", "last_seen_at", "expires_at", "user_agent",
+          "ip", "csrf_secret")
+
+
+def bulk_row(i, offset, created, last, expires):
+    """Bulk session number I's FIELDS: two sessions per bulk user (user
+    numbers from OFFSET), as scale.sh's SQL loads make them."""
+    user = (i + offset) // 2
+    return (os.urandom(16).hex(), "%08x%024x" % ((user * 2654435761) % 4294967296, user), "user%d" % user,
+            "user", created, last, expires, USER_AGENTS[i % 3], "198.51.%d.%d" % ((i >> 8) & 255, i & 255),
+            secrets.token_urlsafe(32))
+
+
+def session_resp(prefix, hexhash, row):
+    """One session in the Redis store's layout (crates/latchkey/src/store/redis.rs):
+    a hash at PREFIX s:HEX with a PEXPIREAT, and its entry in the per-user set
+    PREFIX u:USER_ID of hex hashes."""
+    skey, ukey, expires = prefix + "s:" + hexhash, prefix + "u:" + row[1], row[6]
+    fields = [x for pair in zip(FIELDS, row) for x in pair]
+    return (resp("HSET", skey, *fields) + resp("PEXPIREAT", skey, expires) + resp("SADD", ukey, hexhash)
+            + resp("PEXPIREAT", ukey, expires))
 
 
 def redis_load(prefix, n, offset, kind, now):
-    """Sessions in the Redis store's layout (crates/latchkey/src/store/redis.rs):
-    a hash per session at PREFIX s:HEX with a PEXPIREAT, and a per-user set
-    PREFIX u:USER_ID of hex hashes. Same shapes as scale.sh's SQL loads."""
+    """N random sessions, live or expired, as RESP on stdout."""
     n, offset, now = int(n), int(offset), int(now)
-    out = sys.stdout.buffer
-    buf = []
+    out, buf = sys.stdout.buffer, []
     for i in range(n):
-        user = (i + offset) // 2
-        user_id = "%08x%024x" % ((user * 2654435761) % 4294967296, user)
         if kind == "live":
             last = now - (i % 600000)
-            created = last - 60000 - (i % 3600000)
-            expires = now + 7200000 + (i % 600000)
+            created, expires = last - 60000 - (i % 3600000), now + 7200000 + (i % 600000)
         else:
             last = now - 7200000 - (i % 3600000)
-            created = last - 60000
-            expires = now - 1000 - (i % 3600000)
-        hexhash = os.urandom(32).hex()
-        skey = "%ss:%s" % (prefix, hexhash)
-        ukey = "%su:%s" % (prefix, user_id)
-        buf.append(resp(
-            "HSET", skey,
-            "id", os.urandom(16).hex(),
-            "user_id", user_id,
-            "username", "user%d" % user,
-            "role", "user",
-            "created_at", created,
-            "last_seen_at", last,
-            "expires_at", expires,
-            "user_agent", USER_AGENTS[i % 3],
-            "ip", "198.51.%d.%d" % ((i >> 8) & 255, i & 255),
-            "csrf_secret", secrets.token_urlsafe(32),
-        ))
-        buf.append(resp("PEXPIREAT", skey, expires))
-        buf.append(resp("SADD", ukey, hexhash))
-        buf.append(resp("PEXPIREAT", ukey, expires))
-        if len(buf) >= 40000:
+            created, expires = last - 60000, now - 1000 - (i % 3600000)
+        buf.append(session_resp(prefix, os.urandom(32).hex(), bulk_row(i, offset, created, last, expires)))
+        if len(buf) >= 10000:
             out.write(b"".join(buf))
             buf = []
     out.write(b"".join(buf))
@@ -101,95 +89,33 @@ def known_rows(fmt, target, k, offset, now, tokens_out):
     so that no request during the run refreshes them (no touch writes): what
     the spread runs measure is the lookup."""
     k, offset, now = int(k), int(offset), int(now)
-    last, created, expires = now + 3600000, now - 3600000, now + 7200000
     rows = []
     with open(tokens_out, "w") as tok:
         for i in range(k):
             token = secrets.token_urlsafe(32)
             tok.write(token + "\n")
-            user = (i + offset) // 2
-            rows.append((
-                hashlib.sha256(token.encode()).digest(), os.urandom(16).hex(),
-                "%08x%024x" % ((user * 2654435761) % 4294967296, user), "user%d" % user, "user",
-                created, last, expires, USER_AGENTS[i % 3],
-                "198.51.%d.%d" % ((i >> 8) & 255, i & 255), secrets.token_urlsafe(32)))
+            row = bulk_row(i, offset, now - 3600000, now + 3600000, now + 7200000)
+            rows.append((hashlib.sha256(token.encode()).digest(),) + row)
     if fmt == "sqlite":
         import sqlite3
         db = sqlite3.connect(target, timeout=30)
         db.execute("PRAGMA synchronous = OFF")
-        db.executemany(
-            "INSERT INTO latchkey_sessions (token_hash, id, user_id, username, role, created_at, "
-            "last_seen_at, expires_at, user_agent, ip, csrf_secret) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            rows)
+        db.executemany("INSERT INTO latchkey_sessions (token_hash, %s) VALUES (?%s)" % (
+            ", ".join(FIELDS), ",?" * len(FIELDS)), rows)
         db.commit()
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.close()
     elif fmt == "pgcopy":
-        out = sys.stdout
         for r in rows:
-            out.write("\\\\x%s\t%s\n" % (r[0].hex(), "\t".join(str(x) for x in r[1:])))
+            sys.stdout.write("\\\\x%s\t%s\n" % (r[0].hex(), "\t".join(str(x) for x in r[1:])))
     elif fmt == "resp":
-        out = sys.stdout.buffer
-        for r in rows:
-            hexhash = r[0].hex()
-            skey, ukey = "%ss:%s" % (target, hexhash), "%su:%s" % (target, r[2])
-            fields = ["id", "user_id", "username", "role", "created_at", "last_seen_at",
-                      "expires_at", "user_agent", "ip", "csrf_secret"]
-            args = ["HSET", skey]
-            for f, v in zip(fields, r[1:]):
-                args += [f, v]
-            out.write(resp(*args) + resp("PEXPIREAT", skey, expires) + resp("SADD", ukey, hexhash)
-                      + resp("PEXPIREAT", ukey, expires))
-        out.flush()
+        sys.stdout.buffer.write(b"".join(session_resp(target, r[0].hex(), r[1:]) for r in rows))
+        sys.stdout.buffer.flush()
     else:
         raise SystemExit("unknown format " + fmt)
 
 
-def redis_unlink():
-    out = sys.stdout.buffer
-    batch = []
-    for line in sys.stdin:
-        key = line.rstrip("\n")
-        if key:
-            batch.append(key)
-        if len(batch) >= 500:
-            out.write(resp("UNLINK", *batch))
-            batch = []
-    if batch:
-        out.write(resp("UNLINK", *batch))
-    out.flush()
-
-
 # ---------------------------------------------------------------- reading
-def load_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def load_env(path):
-    env = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                if "=" in line:
-                    k, v = line.rstrip("\n").split("=", 1)
-                    env[k] = v
-    except OSError:
-        pass
-    return env
-
-
-def read_float(path):
-    try:
-        with open(path) as f:
-            return float(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def read_hist(path):
     h = {}
     try:
@@ -262,8 +188,7 @@ def window_stats(paths_stem):
 
 
 def windows_of(d):
-    paths = glob.glob(os.path.join(d, "window-*.json"))
-    return sorted((p[:-5] for p in paths), key=lambda p: int(re.search(r"window-(\d+)$", p).group(1)))
+    return [os.path.join(d, "window-%d" % n) for n in numbered(d, "window")]
 
 
 def read_threads(path):
@@ -305,7 +230,7 @@ def thread_shares(a_path, b_path):
 
 def sweep_stats(d):
     meta = load_json(os.path.join(d, "sweep.json")) or {}
-    started = read_float(os.path.join(d, "during", "started"))
+    started = read_number(os.path.join(d, "during", "started"))
     polls = []
     try:
         with open(os.path.join(d, "during", "poll.tsv")) as f:
@@ -321,12 +246,12 @@ def sweep_stats(d):
     during_all = windows_of(os.path.join(d, "during"))
     # Windows that started before the poller saw the last expired row go.
     end = done_at if done_at is not None else float("inf")
-    during = [w for w in during_all if (read_float(w + ".start") or 0) < end]
+    during = [w for w in during_all if (read_number(w + ".start") or 0) < end]
     dur = window_stats(during)
     after = None
     a = load_json(os.path.join(d, "after.json"))
     if a:
-        after = {"p99_us": a["latency_us"]["p99"], "rps": a["requests"] / a["duration_us"] * 1e6}
+        after = {"p99_us": a["latency_us"]["p99"], "rps": rate(a)}
     last_end = None
     if during:
         last_end = during[-1] + ".threads"
@@ -360,18 +285,6 @@ def num(x, spec=",.0f"):
 
 
 # ---------------------------------------------------------------- one-liners
-def summary(args):
-    d = load_json(args[0])
-    line = "%.0f req/s, p50 %.2f ms, p99 %.2f ms, %d non-2xx" % (
-        d["requests"] / d["duration_us"] * 1e6, d["latency_us"]["p50"] / 1000,
-        d["latency_us"]["p99"] / 1000, d["errors"]["status"])
-    if len(args) > 1:
-        p = load_json(args[1])
-        if p:
-            line += ", server CPU %.0f%%" % (p["cpu_ticks"] / p["clk_tck"] / p["wall_s"] * 100)
-    print(line)
-
-
 def merge_line(paths):
     h = merge_hists(paths)
     s = runs_stats([re.sub(r"\.hist(\.gz)?$", "", p) + ".json" for p in paths])
@@ -390,37 +303,17 @@ def sweep_line(d):
 # ---------------------------------------------------------------- report
 def get_stats(raw, name, kind="round"):
     d = os.path.join(raw, "get", name)
-    pat = re.compile(kind + r"-(\d+)\.json$")
-    rounds = [p for p in glob.glob(os.path.join(d, kind + "-*.json")) if pat.search(p)]
-    rounds.sort(key=lambda p: int(pat.search(p).group(1)))
     runs = []
-    for p in rounds:
-        j = load_json(p)
-        if not j:
-            continue
-        proc = load_json(p[:-5] + ".proc.json") or {}
-        cpu = None
-        if proc.get("wall_s"):
-            cpu = proc["cpu_ticks"] / proc["clk_tck"] / proc["wall_s"]
-        runs.append({
-            "round": int(pat.search(p).group(1)),
-            "rps": j["requests"] / j["duration_us"] * 1e6,
-            "p50": j["latency_us"]["p50"],
-            "p99": j["latency_us"]["p99"],
-            "errors": j["errors"]["status"],
-            "cpu": cpu,
-            "rss_kb": proc.get("vmrss_kb"),
-        })
+    for n in numbered(d, kind):
+        j = load_json(os.path.join(d, "%s-%d.json" % (kind, n)))
+        if j:
+            runs.append({"round": n, "rps": rate(j), "p50": j["latency_us"]["p50"], "p99": j["latency_us"]["p99"],
+                         "errors": j["errors"]["status"],
+                         "cpu": cpu_share(load_json(os.path.join(d, "%s-%d.proc.json" % (kind, n))))})
     if not runs:
         return None
-    live = spread = None
-    try:
-        with open(os.path.join(d, "live-sessions")) as f:
-            live = int(f.read().strip())
-        with open(os.path.join(d, "spread-sessions")) as f:
-            spread = int(f.read().strip())
-    except (OSError, ValueError):
-        pass
+    live = read_number(os.path.join(d, "live-sessions"), int)
+    spread = read_number(os.path.join(d, "spread-sessions"), int)
     med = lambda k: statistics.median(r[k] for r in runs if r[k] is not None)  # noqa: E731
     return {
         "live": live,
@@ -435,9 +328,9 @@ def get_stats(raw, name, kind="round"):
 
 
 def sqlite_cache_capacity():
-    """The SQLite store's cache size, read from its source."""
+    """The stores' cache size, read from its source."""
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "crates", "latchkey", "src", "store", "sqlite.rs")
+                       "crates", "latchkey", "src", "store", "cache.rs")
     try:
         with open(src) as f:
             m = re.search(r"const CACHE_CAPACITY: usize = ([\d_]+);", f.read())
@@ -475,10 +368,6 @@ def get_table(w, raw, stores, small, large, kind, skipped):
     return headline
 
 
-def verdict(ok):
-    return "met" if ok else "**missed**"
-
-
 def build(out, readme=None):
     raw = os.path.join(out, "scale")
     meta = load_env(os.path.join(raw, "meta.env"))
@@ -509,7 +398,7 @@ def build(out, readme=None):
     w("- load average at start / end: %s / %s (other work on the machine moves absolute numbers; "
       "the ratios are measured side by side)" % (meta.get("loadavg", "?"), meta.get("loadavg_end", "?")))
     w("- code: commit %s%s, `%s` build; SQLite %s, PostgreSQL %s, Redis %s; %s" % (
-        meta.get("commit", "?"), " (uncommitted changes)" if meta.get("dirty") == "yes" else "",
+        meta.get("commit", "?"), " (uncommitted changes)" if meta.get("dirty") == "yes" or meta.get("dirty_paths") else "",
         meta.get("profile", "?"), meta.get("sqlite3", "?"), meta.get("postgres", "?"),
         meta.get("redis", "?"), meta.get("wrk", "wrk")))
     w("- server pinned to core %s (`taskset`), wrk to core %s, all on 127.0.0.1; PostgreSQL and "
@@ -538,7 +427,7 @@ def build(out, readme=None):
     cap = sqlite_cache_capacity()
     if cap and "sqlite" in stores:
         w("The SQLite store answers from a per-process cache of at most %s sessions "
-          "(`CACHE_CAPACITY` in `crates/latchkey/src/store/sqlite.rs`)%s." % (
+          "(`CACHE_CAPACITY` in `crates/latchkey/src/store/cache.rs`)%s." % (
               num(cap), "; the large store's %s requested sessions do not fit, so part of the "
               "requests read SQLite" % num(int(meta.get("spread", 0)))
               if int(meta.get("spread", 0)) > cap else ""))
@@ -698,12 +587,6 @@ def build(out, readme=None):
 
 
 def update_readme(path, out, meta, headline, spread_headline, sweeps, mem, sq):
-    begin, end = "<!-- scale:begin -->", "<!-- scale:end -->"
-    with open(path) as f:
-        text = f.read()
-    if begin not in text or end not in text:
-        print("warning: %s has no %s … %s markers; not updated" % (path, begin, end), file=sys.stderr)
-        return
     large, small = int(meta.get("large", 0)), int(meta.get("small", 0))
     rel = os.path.relpath(os.path.join(out, "SCALE.md"), os.path.dirname(os.path.abspath(path)))
     items = []
@@ -738,10 +621,7 @@ def update_readme(path, out, meta, headline, spread_headline, sweeps, mem, sq):
             (sq.get("sessions_bytes") or sq["db_bytes"] + sq["wal_bytes"]) / sq["rows"]))
     if bits:
         lines.append("- " + "; ".join(bits) + ".")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    with open(path, "w") as f:
-        f.write(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
+    replace_between(path, "<!-- scale:begin -->", "<!-- scale:end -->", "\n".join(lines))
 
 
 def main(argv):
@@ -753,10 +633,6 @@ def main(argv):
         redis_load(*args)
     elif cmd == "known":
         known_rows(*args)
-    elif cmd == "redis-unlink":
-        redis_unlink()
-    elif cmd == "summary":
-        summary(args)
     elif cmd == "merge":
         merge_line(args)
     elif cmd == "sweep-line":

@@ -16,12 +16,8 @@
 # layout the server itself writes; the bench's own session comes from a real
 # POST /login. Servers run pinned to core 0, wrk to core 1, like run.sh.
 set -euo pipefail
-
-BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(dirname "$BENCH_DIR")
-cd "$ROOT"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/latchkey-target}"
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+LOG_TAG=scale
+source "$(dirname "$0")/common.sh"
 
 usage() {
   cat <<EOF
@@ -54,105 +50,24 @@ reachable is reported as skipped.
 EOF
 }
 
-SMOKE=0
-STORES="sqlite postgres redis"
-SMALL=1000
-LARGE=1000000
-EXPIRED=1000000
-SPREAD=200000
-ROUNDS=3
-DURATION=6
-WARMUP=2
-WINDOW=2
-BEFORE=10
-SWEEP_TIMEOUT=1800
-MEM_SESSIONS=200000
-PROFILE=""
-OUT=""
-SERVER_CPU=0
-CLIENT_CPU=1
-GET_CONNS=32
-SWEEP_IDLE=10s
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --smoke)
-      SMOKE=1
-      SMALL=100 LARGE=10000 EXPIRED=10000 SPREAD=2000 ROUNDS=1 DURATION=1 WARMUP=0 WINDOW=1 BEFORE=2
-      SWEEP_TIMEOUT=60 MEM_SESSIONS=20000
-      ;;
-    --stores) STORES=${2//,/ }; shift ;;
-    --small) SMALL=$2; shift ;;
-    --large) LARGE=$2; shift ;;
-    --expired) EXPIRED=$2; shift ;;
-    --spread) SPREAD=$2; shift ;;
-    --rounds) ROUNDS=$2; shift ;;
-    --duration) DURATION=$2; shift ;;
-    --warmup) WARMUP=$2; shift ;;
-    --window) WINDOW=$2; shift ;;
-    --before) BEFORE=$2; shift ;;
-    --sweep-timeout) SWEEP_TIMEOUT=$2; shift ;;
-    --memory-sessions) MEM_SESSIONS=$2; shift ;;
-    --profile) PROFILE=$2; shift ;;
-    --out) OUT=$2; shift ;;
-    --server-cpu) SERVER_CPU=$2; shift ;;
-    --client-cpu) CLIENT_CPU=$2; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
-  esac
-  shift
-done
-
-if [ "$SMOKE" = 1 ]; then
-  PROFILE=${PROFILE:-debug}
-  OUT=${OUT:-$BENCH_DIR/results/smoke}
-else
-  PROFILE=${PROFILE:-release}
-  OUT=${OUT:-$BENCH_DIR/results}
-fi
-case "$PROFILE" in release|debug) ;; *) echo "--profile is release or debug" >&2; exit 2 ;; esac
+OPTIONS="STORES SMALL LARGE EXPIRED SPREAD ROUNDS DURATION WARMUP WINDOW BEFORE SWEEP_TIMEOUT MEMORY_SESSIONS PROFILE OUT SERVER_CPU CLIENT_CPU"
+FLAGS=""
+STORES="sqlite postgres redis" SMALL=1000 LARGE=1000000 EXPIRED=1000000 SPREAD=200000 ROUNDS=3 DURATION=6
+WARMUP=2 WINDOW=2 BEFORE=10 SWEEP_TIMEOUT=1800 MEMORY_SESSIONS=200000 SWEEP_IDLE=10s
+smoke_defaults() {
+  SMALL=100 LARGE=10000 EXPIRED=10000 SPREAD=2000 ROUNDS=1 DURATION=1 WARMUP=0 WINDOW=1 BEFORE=2
+  SWEEP_TIMEOUT=60 MEMORY_SESSIONS=20000
+}
+parse_args "$@"
+STORES=${STORES//,/ }
 for s in $STORES; do
   case "$s" in sqlite|postgres|redis) ;; *) echo "unknown store $s" >&2; exit 2 ;; esac
 done
 [ "$SMALL" -ge 1 ] && [ "$LARGE" -ge "$SMALL" ] || { echo "need 1 <= --small <= --large" >&2; exit 2; }
 
-PG_BASE=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
-REDIS_BASE=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
-USERNAME=bench
-PASSWORD="tangerine orbit kayak murmur lantern"
-LOGIN_BODY="{\"username\": \"$USERNAME\", \"password\": \"$PASSWORD\"}"
-STAMP=$(date +%Y%m%d%H%M%S)-$$
+install_tools() { install_packages sqlite3:sqlite3; }
 
-log() { printf '[scale %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-# ---------------------------------------------------------------- tools
-install_tools() {
-  local missing=()
-  command -v curl >/dev/null || missing+=(curl)
-  command -v taskset >/dev/null || missing+=(util-linux)
-  command -v wrk >/dev/null || missing+=(wrk)
-  command -v sqlite3 >/dev/null || missing+=(sqlite3)
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]} (Debian packages)"
-    as_root apt-get update -qq || true
-    as_root apt-get install -y -qq "${missing[@]}" >/dev/null || die "could not install ${missing[*]}"
-  fi
-}
-
-# ---------------------------------------------------------------- helpers
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-cpu_ticks() {
-  local stat rest
-  read -r stat <"/proc/$1/stat"
-  rest=${stat##*) }
-  # shellcheck disable=SC2086
-  set -- $rest
-  echo $(( ${12} + ${13} ))
-}
 # Per thread of PID: id, name, and /proc schedstat (ns on the CPU, ns waiting
 # on the run queue, time slices), after a first line with the wall time.
 threads_snapshot() { # PID FILE
@@ -164,71 +79,26 @@ threads_snapshot() { # PID FILE
     done
   } >"$2"
 }
-status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-now() { date +%s.%N; }
-now_ms() { date +%s%3N; }
-secret() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 
-declare -A PID PORT COOKIE COOKIE_NAME DBURL SESSURL
-start_server() { # NAME LOGFILE ARGS...
-  local name=$1 logfile=$2; shift 2
-  env LATCHKEY_SECRET_KEY="$(secret)" LATCHKEY_LOG=warn \
-    taskset -c "$SERVER_CPU" "$BIN/latchkey" serve "$@" >"$logfile" 2>&1 &
-  PID[$name]=$!
-}
-stop_server() { # NAME
-  local pid=${PID[$1]:-}
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  unset "PID[$1]"
-}
-wait_up() { # PID PORT LOGFILE
-  local code
-  for _ in $(seq 1 600); do
-    kill -0 "$1" 2>/dev/null || { cat "$3" >&2; return 1; }
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/readyz" || true)
-    [ "$code" = 200 ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-login_cookie() { # PORT DIR
-  curl -s -D "$2/login.headers" -o "$2/login.body" -H 'content-type: application/json' \
-    -d "$LOGIN_BODY" "http://127.0.0.1:$1/login" || true
-  grep -i '^set-cookie:' "$2/login.headers" | tr -d '\r' \
-    | sed -E 's/^[^:]*:[[:space:]]*//; s/;.*//' | paste -sd';' - | sed 's/;/; /g'
-}
-# Starts `latchkey serve` for NAME on its stores, signs in, checks the profile.
+declare -A COOKIE_NAME DBURL SESSURL SQLITE_FILE SCHEMA PREFIX
+# Starts `latchkey serve` for NAME on its stores, signs in, checks the
+# profile, and that a bulk-loaded session gets its profile too.
 bring_up() { # NAME DIR EXTRA_ARGS...
-  local name=$1 dir=$2; shift 2
-  local port args
+  local name=$1 dir=$2 port args status token
+  shift 2
   port=$(free_port)
   args=(--bind "127.0.0.1:$port" --database "${DBURL[$name]}")
-  [ -n "${SESSURL[$name]:-}" ] && args+=(--sessions "${SESSURL[$name]}")
+  [ -z "${SESSURL[$name]:-}" ] || args+=(--sessions "${SESSURL[$name]}")
   mkdir -p "$dir"
-  start_server "$name" "$dir/server.log" "${args[@]}" "$@"
-  echo "$(now)" >"$dir/started"
-  wait_up "${PID[$name]}" "$port" "$dir/server.log" || die "$name: server did not come up (see $dir/server.log)"
-  PORT[$name]=$port
-  local cookie
-  cookie=$(login_cookie "$port" "$WORK")   # the headers stay in WORK: they hold the cookie
-  [ -n "$cookie" ] || { cat "$WORK/login.headers" "$WORK/login.body" >&2; die "$name: login set no cookie"; }
-  COOKIE[$name]=$cookie
-  local status
-  status=$(curl -s -H "Cookie: $cookie" -o "$dir/profile.body" -w '%{http_code}' "http://127.0.0.1:$port/profile" || true)
-  if [ "$status" != 200 ] || ! grep -q "Welcome to your profile, $USERNAME!" "$dir/profile.body"; then
-    cat "$dir/profile.body" >&2
-    die "$name: GET /profile with the cookie is not the signed-in profile"
-  fi
+  latchkey_serve "$name" "$dir/server.log" "${args[@]}" "$@"
+  now >"$dir/started"
+  wait_up "$name" "$port" "$dir/server.log" /readyz
+  sign_in "$name" "$dir"
   # The session cookie's name (the one whose value is a 43-character token).
-  COOKIE_NAME[$name]=$(tr ';' '\n' <<<"$cookie" | sed 's/^ *//' \
+  COOKIE_NAME[$name]=$(tr ';' '\n' <<<"${COOKIE[$name]}" | sed 's/^ *//' \
     | awk -F= 'length($2) == 43 && $1 ~ /latchkey$/ { print $1; exit }')
   [ -n "${COOKIE_NAME[$name]}" ] || die "$name: no session cookie in the login's Set-Cookie"
   if [ -s "$WORK/$name/tokens" ]; then
-    local token
     token=$(head -n1 "$WORK/$name/tokens")
     status=$(curl -s -H "Cookie: ${COOKIE_NAME[$name]}=$token" -o "$WORK/bulk.body" -w '%{http_code}' \
       "http://127.0.0.1:$port/profile" || true)
@@ -237,84 +107,23 @@ bring_up() { # NAME DIR EXTRA_ARGS...
   fi
 }
 
-# Closed-loop GET /profile with wrk on the client core. Writes OUT.txt
-# (wrk's report) and OUT.json (summary); with HIST=1 also OUT.hist.gz, every
-# latency recorded and its count (lua/hist.lua), for exact merging.
-# With SPREAD=1, every request carries the cookie of a session picked at
-# random from the store's known tokens (lua/spread.lua) instead.
-run_wrk() { # OUT SECONDS NAME
-  local out=$1 secs=$2 name=$3 args=(-s "$BENCH_DIR/lua/report.lua" -H "Cookie: ${COOKIE[$name]}")
-  [ "${HIST:-0}" = 1 ] && args=(-s "$BENCH_DIR/lua/hist.lua" -H "Cookie: ${COOKIE[$name]}")
-  [ "${SPREAD_RUN:-0}" = 1 ] && args=(-s "$BENCH_DIR/lua/spread.lua")
+# Closed-loop GET /profile with the session's cookie (lua/report.lua; KIND
+# hist: lua/hist.lua, every latency recorded for exact merging) or, KIND
+# spread, with the cookie of a session picked at random from the store's
+# known tokens for every request (lua/spread.lua).
+get_wrk() { # OUT SECONDS NAME [one|hist|spread]
+  local name=$3 args=(-s "$BENCH_DIR/lua/report.lua" -H "Cookie: ${COOKIE[$3]}")
+  case "${4:-one}" in
+    hist) args=(-s "$BENCH_DIR/lua/hist.lua" -H "Cookie: ${COOKIE[$name]}") ;;
+    spread) args=(-s "$BENCH_DIR/lua/spread.lua") ;;
+  esac
   BENCH_TOKENS="$WORK/$name/tokens" BENCH_COOKIE_NAME="${COOKIE_NAME[$name]:-latchkey}" \
-    taskset -c "$CLIENT_CPU" wrk -t1 "-c$GET_CONNS" "-d${secs}s" --latency --timeout 5s "${args[@]}" \
-    "http://127.0.0.1:${PORT[$name]}/profile" >"$out.raw" 2>&1 || true
-  grep '^BENCH_JSON ' "$out.raw" | sed 's/^BENCH_JSON //' >"$out.json" || true
-  if [ "${HIST:-0}" = 1 ]; then
-    grep '^BENCH_HIST ' "$out.raw" | sed 's/^BENCH_HIST //' | gzip -9 >"$out.hist.gz" || true
-  fi
-  grep -v '^BENCH_HIST ' "$out.raw" >"$out.txt" || true
-  rm -f "$out.raw"
-  [ -s "$out.json" ] || { cat "$out.txt" >&2; return 1; }
+    run_wrk "$1" "$GET_CONNS" "$2" "http://127.0.0.1:${PORT[$name]}/profile" "${args[@]}"
 }
-summary() { python3 "$BENCH_DIR/scale.py" summary "$@"; }
-warm() { # NAME: unmeasured load first (none with --warmup 0)
-  [ "$WARMUP" = 0 ] || run_wrk "$WORK/warmup" "$WARMUP" "$1" || die "$1: wrk failed"
-}
-
-# ---------------------------------------------------------------- services
-PG_SCHEMAS=()
-REDIS_PREFIXES=()
-pg_ready() {
-  command -v psql >/dev/null || return 1
-  if ! psql "$PG_BASE" -qtAc 'select 1' >/dev/null 2>&1; then
-    if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
-      log "starting PostgreSQL"
-      as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start >/dev/null 2>&1 || true
-      for _ in $(seq 1 30); do psql "$PG_BASE" -qtAc 'select 1' >/dev/null 2>&1 && break; sleep 1; done
-    fi
-  fi
-  psql "$PG_BASE" -qtAc 'select 1' >/dev/null 2>&1
-}
-redis_host_port() { local hp=${REDIS_BASE#redis://}; hp=${hp%%/*}; hp=${hp%%\?*}; echo "${hp%:*} ${hp##*:}"; }
-rcli() { local h p; read -r h p <<<"$(redis_host_port)"; redis-cli -h "$h" -p "$p" "$@"; }
-redis_ready() {
-  command -v redis-cli >/dev/null || return 1
-  local h p
-  read -r h p <<<"$(redis_host_port)"
-  if ! rcli ping >/dev/null 2>&1 && command -v redis-server >/dev/null && [ "$h" = 127.0.0.1 ]; then
-    log "starting Redis"
-    redis-server --daemonize yes --bind 127.0.0.1 --port "$p" --save "" --appendonly no >/dev/null
-    for _ in $(seq 1 30); do rcli ping >/dev/null 2>&1 && break; sleep 0.2; done
-  fi
-  rcli ping >/dev/null 2>&1
-}
-# Every key matching PATTERN, one per line (SCAN, 10,000 at a time).
-redis_keys() { # PATTERN
-  local cursor=0 out
-  while :; do
-    out=$(rcli SCAN "$cursor" MATCH "$1" COUNT 10000) || return 1
-    cursor=$(head -n1 <<<"$out")
-    tail -n +2 <<<"$out" | grep -v '^$' || true
-    [ "$cursor" = 0 ] && break
-  done
-}
-redis_delete_prefix() { # PREFIX
-  redis_keys "$1*" 2>/dev/null \
-    | python3 "$BENCH_DIR/scale.py" redis-unlink | rcli --pipe >/dev/null 2>&1 || true
+warm() { # NAME [KIND]: unmeasured load first (none with --warmup 0)
+  [ "$WARMUP" = 0 ] || get_wrk "$WORK/warmup" "$WARMUP" "$1" "${2:-one}" || die "$1: wrk failed"
 }
 redis_used_memory() { rcli info memory | tr -d '\r' | awk -F: '$1 == "used_memory" { print $2 }'; }
-
-cleanup() {
-  local t s
-  for t in "${!PID[@]}"; do stop_server "$t"; done
-  [ -n "${POLLER:-}" ] && kill "$POLLER" 2>/dev/null || true
-  for s in "${PG_SCHEMAS[@]}"; do
-    psql "$PG_BASE" -qc "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true
-  done
-  for s in "${REDIS_PREFIXES[@]}"; do redis_delete_prefix "$s"; done
-  [ -n "${WORK:-}" ] && rm -rf "$WORK"
-}
 
 # ---------------------------------------------------------------- bulk loads
 UA0="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -363,7 +172,6 @@ SQL
 # in every store and in scale.py's known sessions: '%08x%024x' of
 # (U * 2654435761) mod 2^32 and U.
 pg_user_id() { echo "lpad(to_hex(($1 * 2654435761) % 4294967296), 8, '0') || lpad(to_hex($1), 24, '0')"; }
-pg_url() { echo "$PG_BASE?options=-c%20search_path%3D$1"; }
 pg_sql() { # SCHEMA SQL...
   local schema=$1; shift
   PGOPTIONS="-c search_path=$schema" psql "$PG_BASE" -qtAX -v ON_ERROR_STOP=1 "$@"
@@ -389,11 +197,14 @@ SQL
   pg_sql "$schema" -c "VACUUM ANALYZE latchkey_sessions" -c "CHECKPOINT" >/dev/null
 }
 
+# RESP from scale.py on stdin, into Redis.
+redis_pipe() {
+  rcli --pipe >"$WORK/redis-pipe.log" 2>&1 || { cat "$WORK/redis-pipe.log" >&2; die "redis-cli --pipe failed"; }
+  grep -q 'errors: 0' "$WORK/redis-pipe.log" || { cat "$WORK/redis-pipe.log" >&2; die "redis load had errors"; }
+}
 redis_load() { # PREFIX N OFFSET live|expired NOW
   [ "$2" -gt 0 ] || return 0
-  python3 "$BENCH_DIR/scale.py" redis-load "$@" | rcli --pipe >"$WORK/redis-pipe.log" 2>&1 \
-    || { cat "$WORK/redis-pipe.log" >&2; die "redis-cli --pipe failed"; }
-  grep -q 'errors: 0' "$WORK/redis-pipe.log" || { cat "$WORK/redis-pipe.log" >&2; die "redis load had errors"; }
+  python3 "$BENCH_DIR/scale.py" redis-load "$@" | redis_pipe
 }
 
 # The users the bulk sessions belong to. Every session is checked against
@@ -440,99 +251,35 @@ users_load() { # NAME ROWS K OFFSET
   [ "$k" -gt 0 ] && ranges+=("$(( off / 2 )) $(( (off + k - 1) / 2 ))")
   for r in "${ranges[@]}"; do
     read -r first last <<<"$r"
-    case "${name%-*}" in
-      sqlite) sqlite_users_load "${SQLITE_FILE[$name]}" "$first" "$last" ;;
-      postgres) pg_users_load "${SCHEMA[$name]}" "$first" "$last" ;;
-      redis) sqlite_users_load "${USERS_FILE[$name]}" "$first" "$last" ;;
-    esac
+    if [ "${name%-*}" = postgres ]; then pg_users_load "${SCHEMA[$name]}" "$first" "$last"
+    else sqlite_users_load "${SQLITE_FILE[$name]}" "$first" "$last"; fi
   done
 }
-users_count() { # NAME
-  case "${1%-*}" in
-    sqlite) sqlite3 "${SQLITE_FILE[$1]}" ".timeout 5000" "SELECT count(*) FROM latchkey_users" ;;
-    postgres) pg_sql "${SCHEMA[$1]}" -c "SELECT count(*) FROM latchkey_users" ;;
-    redis) sqlite3 "${USERS_FILE[$1]}" ".timeout 5000" "SELECT count(*) FROM latchkey_users" ;;
-  esac
+# SQL on NAME's database: its SQLite file (Redis: users.db) or its schema.
+db_query() { # NAME SQL
+  if [ "${1%-*}" = postgres ]; then pg_sql "${SCHEMA[$1]}" -c "$2"
+  else sqlite3 "${SQLITE_FILE[$1]}" ".timeout 5000" "$2"; fi
+}
+live_count() { # NAME
+  if [ "${1%-*}" = redis ]; then redis_keys "${PREFIX[$1]}s:*" | wc -l
+  else db_query "$1" "SELECT count(*) FROM latchkey_sessions WHERE expires_at > $(now_ms)"; fi
 }
 
-live_count() { # NAME
-  local store=${1%-*}
-  case "$store" in
-    sqlite) sqlite3 "${SQLITE_FILE[$1]}" ".timeout 5000" "SELECT count(*) FROM latchkey_sessions WHERE expires_at > $(now_ms)" ;;
-    postgres) pg_sql "${SCHEMA[$1]}" -c "SELECT count(*) FROM latchkey_sessions WHERE expires_at > $(now_ms)" ;;
-    redis) redis_keys "${PREFIX[$1]}s:*" | wc -l ;;
-  esac
-}
+
 
 # ---------------------------------------------------------------- main
-# One benchmark at a time per machine, this one or bench/run.sh: the same
-# lock file, since two runs would share the server core.
-LOCK="${TMPDIR:-/tmp}/latchkey-bench.lock"
-exec 9>"$LOCK"
-if ! flock -n 9; then
-  log "another benchmark holds $LOCK on this machine; waiting for it to finish"
-  flock 9
-fi
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-scale.XXXXXX")
-POLLER=""
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-CORES=$(nproc)
-if [ "$CORES" -lt 2 ]; then
-  log "warning: $CORES core: server and load generator share it"
-  CLIENT_CPU=$SERVER_CPU
-fi
-install_tools
-
-log "building $PROFILE binaries (cargo build -p latchkey-server -p latchkey-bench-peer)"
-if [ "$PROFILE" = release ]; then
-  cargo build --release --quiet -p latchkey-server -p latchkey-bench-peer
-  BIN=$CARGO_TARGET_DIR/release
-else
-  cargo build --quiet -p latchkey-server -p latchkey-bench-peer
-  BIN=$CARGO_TARGET_DIR/debug
-fi
-
-mkdir -p "$OUT"
+bench_init
 RAW="$OUT/scale"
 rm -rf "$RAW"
 mkdir -p "$RAW/get" "$RAW/sweep" "$RAW/bytes" "$RAW/load"
-
 {
-  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "nproc=$CORES"
-  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-  echo "kernel=$(uname -srm)"
-  echo "mem_total_kb=$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)"
-  echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "dirty=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo yes || echo no)"
-  echo "profile=$PROFILE"
-  echo "smoke=$SMOKE"
-  echo "small=$SMALL"
-  echo "large=$LARGE"
-  echo "expired=$EXPIRED"
-  echo "spread=$SPREAD"
-  echo "rounds=$ROUNDS"
-  echo "duration=$DURATION"
-  echo "warmup=$WARMUP"
-  echo "window=$WINDOW"
-  echo "before=$BEFORE"
-  echo "sweep_idle=$SWEEP_IDLE"
-  echo "get_conns=$GET_CONNS"
-  echo "memory_sessions=$MEM_SESSIONS"
-  echo "wrk=$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
+  meta SMALL LARGE EXPIRED SPREAD ROUNDS DURATION WARMUP WINDOW BEFORE SWEEP_IDLE MEMORY_SESSIONS
   echo "sqlite3=$(sqlite3 --version | cut -d' ' -f1)"
-  command -v psql >/dev/null && echo "postgres=$(psql "$PG_BASE" -qtAc 'show server_version' 2>/dev/null || echo none)"
-  command -v redis-cli >/dev/null && echo "redis=$(rcli info server 2>/dev/null | tr -d '\r' | awk -F: '$1 == "redis_version" { print $2 }')"
-  echo "server_cpu=$SERVER_CPU"
-  echo "client_cpu=$CLIENT_CPU"
+  ! command -v psql >/dev/null || echo "postgres=$(psql "$PG_BASE" -qtAc 'show server_version' 2>/dev/null || echo none)"
+  ! command -v redis-cli >/dev/null || echo "redis=$(rcli info server 2>/dev/null | tr -d '\r' | awk -F: '$1 == "redis_version" { print $2 }')"
 } >"$RAW/meta.env"
 
 # ---- the stores: for each store kind, a small and a large one
-declare -A SQLITE_FILE SCHEMA PREFIX USERS_FILE
 LIVE_STORES=()
 for store in $STORES; do
   case "$store" in
@@ -544,11 +291,8 @@ done
 [ ${#LIVE_STORES[@]} -gt 0 ] || die "no store to measure"
 
 setup_store() { # STORE SIZE
-  local store=$1 size=$2 name dir t0 t1 mem0 mem1
-  name="$store-$size"
-  dir="$WORK/$name"
+  local store=$1 size=$2 name="$1-$2" dir="$WORK/$1-$2" t0 t1 mem0 mem1 args users
   mkdir -p "$dir"
-  local args=()
   case "$store" in
     sqlite)
       SQLITE_FILE[$name]="$dir/latchkey.db"
@@ -556,22 +300,20 @@ setup_store() { # STORE SIZE
       ;;
     postgres)
       SCHEMA[$name]="scale_${STAMP//-/_}_$size"
-      psql "$PG_BASE" -qc "CREATE SCHEMA ${SCHEMA[$name]}" >/dev/null
-      PG_SCHEMAS+=("${SCHEMA[$name]}")
+      pg_new_schema "${SCHEMA[$name]}"
       DBURL[$name]=$(pg_url "${SCHEMA[$name]}")
       ;;
     redis)
       PREFIX[$name]="latchkey-scale-$STAMP-$size:"
-      REDIS_PREFIXES+=("${PREFIX[$name]}")
-      USERS_FILE[$name]="$dir/users.db"
+      REDIS_CLEAN+=("0:${PREFIX[$name]}*")
+      SQLITE_FILE[$name]="$dir/users.db"
       DBURL[$name]="sqlite://$dir/users.db"
       SESSURL[$name]="$REDIS_BASE?prefix=${PREFIX[$name]}"
       ;;
   esac
   args=(--database "${DBURL[$name]}")
-  [ -n "${SESSURL[$name]:-}" ] && args+=(--sessions "${SESSURL[$name]}")
-  printf '%s\n' "$PASSWORD" | "$BIN/latchkey" user add "$USERNAME" --role admin --password-stdin \
-    "${args[@]}" >"$dir/user-add.log" 2>&1 || { cat "$dir/user-add.log" >&2; die "$name: latchkey user add failed"; }
+  [ -z "${SESSURL[$name]:-}" ] || args+=(--sessions "${SESSURL[$name]}")
+  latchkey_user_add "$name" "$dir/user-add.log" "${args[@]}"
   # The session tables exactly as the server creates them (idempotent DDL).
   case "$store" in
     sqlite) sqlite3 "${SQLITE_FILE[$name]}" "PRAGMA journal_mode=WAL;" ".read crates/latchkey/schema/sqlite.sql" >/dev/null ;;
@@ -598,9 +340,7 @@ setup_store() { # STORE SIZE
     redis)
       mem0=$(redis_used_memory)
       redis_load "${PREFIX[$name]}" $((n - k)) 0 live "$nowms"
-      python3 "$BENCH_DIR/scale.py" known resp "${PREFIX[$name]}" "$k" "$n" "$nowms" "$dir/tokens" \
-        | rcli --pipe >"$WORK/redis-pipe.log" 2>&1
-      grep -q 'errors: 0' "$WORK/redis-pipe.log" || { cat "$WORK/redis-pipe.log" >&2; die "redis load had errors"; }
+      python3 "$BENCH_DIR/scale.py" known resp "${PREFIX[$name]}" "$k" "$n" "$nowms" "$dir/tokens" | redis_pipe
       mem1=$(redis_used_memory)
       echo "{\"sessions\": $n, \"used_memory_before\": $mem0, \"used_memory_after\": $mem1}" >"$RAW/bytes/redis-$size.json"
       ;;
@@ -609,19 +349,17 @@ setup_store() { # STORE SIZE
   users_load "$name" $((n - k)) "$k" "$n"
   echo "$k" >"$dir/spread-count"
   t1=$(now)
-  local users
-  users=$(users_count "$name")
-  echo "{\"store\": \"$store\", \"size\": $size, \"rows\": $n, \"users\": $users, \"kind\": \"live\", \"seconds\": $(python3 -c "print(round($t1 - $t0, 2))")}" \
+  users=$(db_query "$name" "SELECT count(*) FROM latchkey_users")
+  echo "{\"store\": \"$store\", \"size\": $size, \"rows\": $n, \"users\": $users, \"kind\": \"live\", \"seconds\": $(seconds "$t0" "$t1" 2)}" \
     >"$RAW/load/$name-live.json"
-  log "$name: loaded in $(python3 -c "print(round($t1 - $t0, 1))") s ($users users, the bench's own included)"
+  log "$name: loaded in $(seconds "$t0" "$t1" 1) s ($users users, the bench's own included)"
   # Every bulk session has its user (one anti-join, not timed above); the
   # Redis store's users are in another database, checked by bring_up's GET.
-  local orphans=0 q="SELECT count(*) FROM latchkey_sessions s WHERE NOT EXISTS (SELECT 1 FROM latchkey_users u WHERE u.id = s.user_id)"
-  case "$store" in
-    sqlite) orphans=$(sqlite3 "${SQLITE_FILE[$name]}" ".timeout 5000" "$q") ;;
-    postgres) orphans=$(pg_sql "${SCHEMA[$name]}" -c "$q") ;;
-  esac
-  [ "$orphans" = 0 ] || die "$name: $orphans bulk sessions have no users row"
+  if [ "$store" != redis ]; then
+    local orphans
+    orphans=$(db_query "$name" "SELECT count(*) FROM latchkey_sessions s WHERE NOT EXISTS (SELECT 1 FROM latchkey_users u WHERE u.id = s.user_id)")
+    [ "$orphans" = 0 ] || die "$name: $orphans bulk sessions have no users row"
+  fi
 }
 
 for store in "${LIVE_STORES[@]}"; do
@@ -634,7 +372,7 @@ TARGETS=()
 for store in "${LIVE_STORES[@]}"; do TARGETS+=("$store-$SMALL" "$store-$LARGE"); done
 for name in "${TARGETS[@]}"; do
   bring_up "$name" "$RAW/get/$name"
-  echo "$(live_count "$name")" >"$RAW/get/$name/live-sessions"
+  live_count "$name" >"$RAW/get/$name/live-sessions"
   log "$name: up on 127.0.0.1:${PORT[$name]} (pid ${PID[$name]}, core $SERVER_CPU), signed in; $(cat "$RAW/get/$name/live-sessions") live sessions"
 done
 
@@ -643,29 +381,18 @@ n=${#TARGETS[@]}
 for round in $(seq 1 "$ROUNDS"); do
   for i in $(seq 0 $((n - 1))); do
     name=${TARGETS[$(( (i + round - 1) % n ))]}
-    dir="$RAW/get/$name"
-    warm "$name"
-    before="$(cpu_ticks "${PID[$name]}") $(now)"
-    run_wrk "$dir/round-$round" "$DURATION" "$name" || die "$name: wrk failed"
-    read -r t0 w0 <<<"$before"
-    t1=$(cpu_ticks "${PID[$name]}"); w1=$(now)
-    echo "{\"cpu_ticks\": $((t1 - t0)), \"wall_s\": $(python3 -c "print($w1 - $w0)"), \"clk_tck\": $(getconf CLK_TCK), \"vmrss_kb\": $(status_kb "${PID[$name]}" VmRSS)}" \
-      >"$dir/round-$round.proc.json"
-    log "$name round $round: $(summary "$dir/round-$round.json" "$dir/round-$round.proc.json")"
-    # The same, every request with the cookie of a random one of the
-    # store's known sessions.
-    SPREAD_RUN=1 warm "$name"
-    before="$(cpu_ticks "${PID[$name]}") $(now)"
-    SPREAD_RUN=1 run_wrk "$dir/spread-$round" "$DURATION" "$name" || die "$name: wrk failed"
-    read -r t0 w0 <<<"$before"
-    t1=$(cpu_ticks "${PID[$name]}"); w1=$(now)
-    echo "{\"cpu_ticks\": $((t1 - t0)), \"wall_s\": $(python3 -c "print($w1 - $w0)"), \"clk_tck\": $(getconf CLK_TCK), \"vmrss_kb\": $(status_kb "${PID[$name]}" VmRSS)}" \
-      >"$dir/spread-$round.proc.json"
-    log "$name round $round, spread over $(cat "$WORK/$name/spread-count") sessions: $(summary "$dir/spread-$round.json" "$dir/spread-$round.proc.json")"
+    # One session's cookie, then every request with the cookie of a random
+    # one of the store's known sessions.
+    for kind in round spread; do
+      out="$RAW/get/$name/$kind-$round"
+      warm "$name" "${kind/round/one}"
+      with_cpu "$out.proc.json" "${PID[$name]}" get_wrk "$out" "$DURATION" "$name" "${kind/round/one}" \
+        || die "$name: wrk failed"
+      log "$name round $round$([ $kind = round ] || echo ", spread over $(cat "$WORK/$name/spread-count") sessions"): $(py summary "$out.json" "$out.proc.json")"
+    done
   done
 done
-for name in "${TARGETS[@]}"; do cp "$WORK/$name/spread-count" "$RAW/get/$name/spread-sessions"; done
-for name in "${TARGETS[@]}"; do stop_server "$name"; done
+for name in "${TARGETS[@]}"; do cp "$WORK/$name/spread-count" "$RAW/get/$name/spread-sessions"; stop_server "$name"; done
 
 # ---- 3. bytes per session on disk / in Redis (the large stores, after the GET runs)
 for store in "${LIVE_STORES[@]}"; do
@@ -694,30 +421,24 @@ for store in "${LIVE_STORES[@]}"; do
   esac
 done
 
-log "memory store: session-bytes $MEM_SESSIONS (2 and 1 sessions per user)"
-"$BIN/session-bytes" "$MEM_SESSIONS" 2 >"$RAW/bytes/memory-2.json"
-"$BIN/session-bytes" "$MEM_SESSIONS" 1 >"$RAW/bytes/memory-1.json"
+log "memory store: session-bytes $MEMORY_SESSIONS (2 and 1 sessions per user)"
+"$BIN/session-bytes" "$MEMORY_SESSIONS" 2 >"$RAW/bytes/memory-2.json"
+"$BIN/session-bytes" "$MEMORY_SESSIONS" 1 >"$RAW/bytes/memory-1.json"
 log "memory store: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f bytes/session RSS, %.0f heap" % (d["rss_bytes_per_session"], d["heap_bytes_per_session"]))' "$RAW/bytes/memory-2.json")"
 
 # ---- 2. the sweep of EXPIRED expired sessions (SQLite, PostgreSQL)
-expired_count() { # NAME CUTOFF
-  case "${1%-*}" in
-    sqlite) sqlite3 "${SQLITE_FILE[$1]}" ".timeout 5000" "SELECT count(*) FROM latchkey_sessions WHERE expires_at <= $2" ;;
-    postgres) pg_sql "${SCHEMA[$1]}" -c "SELECT count(*) FROM latchkey_sessions WHERE expires_at <= $2" ;;
-  esac
-}
+expired_count() { db_query "$1" "SELECT count(*) FROM latchkey_sessions WHERE expires_at <= $2"; } # NAME CUTOFF
 
 sweep_test() { # STORE
-  local store=$1 name="$1-$LARGE" dir="$RAW/sweep/$1" nowms cutoff t0 t1 w
+  local store=$1 name="$1-$LARGE" dir="$RAW/sweep/$1" nowms cutoff t0 t1 w remaining started deadline
   mkdir -p "$dir"
   # Before: the same server settings (idle timeout $SWEEP_IDLE, so the sweeper
   # runs every second) on the same store, with nothing yet to sweep.
   bring_up "$name" "$dir/before" --idle-timeout "$SWEEP_IDLE"
   warm "$name"
-  local windows=$(( (BEFORE + WINDOW - 1) / WINDOW ))
   threads_snapshot "${PID[$name]}" "$dir/before/threads-0.tsv"
-  for w in $(seq 1 "$windows"); do
-    HIST=1 run_wrk "$dir/before/window-$w" "$WINDOW" "$name" || die "$name: wrk failed"
+  for w in $(seq 1 $(( (BEFORE + WINDOW - 1) / WINDOW ))); do
+    get_wrk "$dir/before/window-$w" "$WINDOW" "$name" hist || die "$name: wrk failed"
   done
   threads_snapshot "${PID[$name]}" "$dir/before/threads-1.tsv"
   log "$store sweep: before: $(python3 "$BENCH_DIR/scale.py" merge "$dir/before"/window-*.hist.gz)"
@@ -732,52 +453,48 @@ sweep_test() { # STORE
     postgres) pg_load "${SCHEMA[$name]}" "$EXPIRED" 1000000000 expired "$nowms" ;;
   esac
   t1=$(now)
-  echo "{\"store\": \"$store\", \"rows\": $EXPIRED, \"kind\": \"expired\", \"seconds\": $(python3 -c "print(round($t1 - $t0, 2))")}" >"$RAW/load/$store-expired.json"
-  local remaining
+  echo "{\"store\": \"$store\", \"rows\": $EXPIRED, \"kind\": \"expired\", \"seconds\": $(seconds "$t0" "$t1" 2)}" >"$RAW/load/$store-expired.json"
   remaining=$(expired_count "$name" "$cutoff")
-  log "$store sweep: loaded in $(python3 -c "print(round($t1 - $t0, 1))") s; $remaining expired sessions; starting the server (--idle-timeout $SWEEP_IDLE: it sweeps at once, then every second)"
+  log "$store sweep: loaded in $(seconds "$t0" "$t1" 1) s; $remaining expired sessions; starting the server (--idle-timeout $SWEEP_IDLE: it sweeps at once, then every second)"
 
   # During: the sweeper starts with the server. A poller on the client core
   # counts what is left; wrk runs back-to-back windows until it reads 0.
   mkdir -p "$dir/during"
   : >"$dir/during/poll.tsv"
-  local poll_every=1
-  [ "$SMOKE" = 1 ] && poll_every=0.2
   bring_up "$name" "$dir/during" --idle-timeout "$SWEEP_IDLE"
   (
     while :; do
       c=$(expired_count "$name" "$cutoff" 2>/dev/null || echo -1)
       printf '%s\t%s\n' "$(now)" "$c" >>"$dir/during/poll.tsv"
-      [ "$c" = 0 ] && break
-      sleep "$poll_every"
+      [ "$c" != 0 ] || break
+      sleep "$([ "$SMOKE" = 1 ] && echo 0.2 || echo 1)"
     done
   ) &
   POLLER=$!
-  local started deadline
   started=$(cat "$dir/during/started")
-  deadline=$(python3 -c "print($started + $SWEEP_TIMEOUT)")
+  deadline=$(( ${started%.*} + SWEEP_TIMEOUT ))
   w=0
   # Where the server's threads spent the sweep: CPU and run-queue waits.
   threads_snapshot "${PID[$name]}" "$dir/during/threads-0.tsv"
   while :; do
     w=$((w + 1))
     now >"$dir/during/window-$w.start"
-    HIST=1 run_wrk "$dir/during/window-$w" "$WINDOW" "$name" || die "$name: wrk failed"
+    get_wrk "$dir/during/window-$w" "$WINDOW" "$name" hist || die "$name: wrk failed"
     now >"$dir/during/window-$w.end"
     threads_snapshot "${PID[$name]}" "$dir/during/window-$w.threads"
-    if ! kill -0 "$POLLER" 2>/dev/null; then break; fi
-    if python3 -c "import sys; sys.exit(0 if $(now) > $deadline else 1)"; then
+    kill -0 "$POLLER" 2>/dev/null || break
+    if [ "$(date +%s)" -gt "$deadline" ]; then
       log "$store sweep: not done after ${SWEEP_TIMEOUT}s; giving up"
       kill "$POLLER" 2>/dev/null || true
       echo timeout >"$dir/during/timed-out"
       break
     fi
-    if [ $((w % 10)) = 0 ]; then log "$store sweep: $(tail -n1 "$dir/during/poll.tsv" | cut -f2) expired sessions left"; fi
+    [ $((w % 10)) != 0 ] || log "$store sweep: $(tail -n1 "$dir/during/poll.tsv" | cut -f2) expired sessions left"
   done
   wait "$POLLER" 2>/dev/null || true
   POLLER=""
   # After: one more window once the sweep is over.
-  [ -f "$dir/during/timed-out" ] || run_wrk "$dir/after" "$WINDOW" "$name" || true
+  [ -f "$dir/during/timed-out" ] || get_wrk "$dir/after" "$WINDOW" "$name" || true
   echo "{\"expired\": $EXPIRED, \"cutoff\": $cutoff, \"remaining_at_start\": $remaining}" >"$dir/sweep.json"
   stop_server "$name"
   log "$store sweep: $(python3 "$BENCH_DIR/scale.py" sweep-line "$dir")"

@@ -6,6 +6,7 @@
 //! bench-peer --mode memory       --bind 127.0.0.1:PORT
 //! bench-peer --mode sqlite       --bind 127.0.0.1:PORT --db PATH
 //! bench-peer --mode sqlite-save  --bind 127.0.0.1:PORT --db PATH
+//! bench-peer --mode redis        --bind 127.0.0.1:PORT --redis redis://HOST:PORT/DB
 //! ```
 //!
 //! - `floor`: a bare axum handler with no session at all: the most any
@@ -18,6 +19,11 @@
 //! - `sqlite-save`: the same with `with_always_save(true)`, which is what
 //!   makes tower-sessions' inactivity expiry actually slide: every request
 //!   writes the session back.
+//! - `redis`: the same with tower-sessions-redis-store's Redis store over a
+//!   fred pool of 6 connections (its documentation's example). Its keys are
+//!   the bare session ids, with no prefix, so the bench gives it an empty
+//!   Redis database of its own (the `/DB` of the URL). Redis expires each
+//!   session by its key's TTL: no deletion task.
 //!
 //! The user lives in memory (one user, `BENCH_USERNAME`, default `bench`,
 //! role `admin`; password from `BENCH_PASSWORD`), so the peers pay for their
@@ -48,6 +54,10 @@ use tower_sessions::cookie::time;
 use tower_sessions::{
     ExpiredDeletion as _, Expiry, MemoryStore, SessionManagerLayer, SessionStore,
 };
+use tower_sessions_redis_store::fred::prelude::{
+    ClientLike as _, Config as RedisConfig, Pool as RedisPool,
+};
+use tower_sessions_redis_store::RedisStore;
 use tower_sessions_sqlx_store::SqliteStore;
 
 #[derive(Clone)]
@@ -203,11 +213,12 @@ struct Args {
     mode: String,
     bind: SocketAddr,
     db: Option<String>,
+    redis: Option<String>,
 }
 
 fn usage(message: &str) -> ! {
     eprintln!("error: {message}");
-    eprintln!("usage: bench-peer --mode floor|memory|sqlite|sqlite-save --bind ADDR [--db PATH]");
+    eprintln!("usage: bench-peer --mode floor|memory|sqlite|sqlite-save|redis --bind ADDR [--db PATH] [--redis URL]");
     std::process::exit(2)
 }
 
@@ -215,6 +226,7 @@ fn args() -> Args {
     let mut mode = None;
     let mut bind = None;
     let mut db = None;
+    let mut redis = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it
@@ -230,6 +242,7 @@ fn args() -> Args {
                 )
             }
             "--db" => db = Some(value),
+            "--redis" => redis = Some(value),
             _ => usage(&format!("unknown flag {flag}")),
         }
     }
@@ -237,6 +250,7 @@ fn args() -> Args {
         mode: mode.unwrap_or_else(|| usage("--mode is required")),
         bind: bind.unwrap_or_else(|| usage("--bind is required")),
         db,
+        redis,
     }
 }
 
@@ -285,6 +299,17 @@ async fn main() {
                     .continuously_delete_expired(tokio::time::Duration::from_secs(60)),
             );
             session_app(store, args.mode == "sqlite-save", backend())
+        }
+        "redis" => {
+            let url = args
+                .redis
+                .as_deref()
+                .unwrap_or_else(|| usage("--redis URL is required with the redis mode"));
+            let config = RedisConfig::from_url(url)
+                .unwrap_or_else(|e| usage(&format!("--redis {url}: {e}")));
+            let pool = RedisPool::new(config, None, None, None, 6).expect("a Redis pool");
+            pool.init().await.expect("connect to Redis");
+            session_app(RedisStore::new(pool), false, backend())
         }
         other => usage(&format!("unknown mode {other}")),
     };
