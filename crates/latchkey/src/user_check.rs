@@ -130,6 +130,11 @@ impl UserCheck {
             });
         if self.changes.load(Ordering::Acquire) == changes {
             self.seen.insert(user_id.to_owned(), (asked, state.clone()));
+            // A change between the check and the insert (its `forget` ran
+            // before the insert): take the possibly stale entry out again.
+            if self.changes.load(Ordering::Acquire) != changes {
+                self.seen.remove(user_id);
+            }
         }
         Ok(state)
     }
