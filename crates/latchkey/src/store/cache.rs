@@ -64,6 +64,53 @@ impl SessionCache {
         self.entries.remove(&key);
     }
 
+    /// A load through the cache: an entry that looks live when `serving`,
+    /// else `read` from the store, cached (when `serving`) unless an
+    /// eviction ran meanwhile. An entry that looks expired is read again:
+    /// another instance may have kept the session alive.
+    #[cfg(any(feature = "postgres", feature = "redis"))]
+    pub(super) async fn load_through(
+        &self,
+        serving: impl Fn() -> bool,
+        key: &TokenHash,
+        read: impl std::future::Future<Output = Result<Option<Arc<SessionRecord>>, super::StoreError>>,
+    ) -> Result<Option<Arc<SessionRecord>>, super::StoreError> {
+        if serving() {
+            if let Some(hit) = self.get(key) {
+                if hit.expires_at > crate::session::now_ms() {
+                    return Ok(Some(hit));
+                }
+            }
+        }
+        let generation = self.generation();
+        let found = read.await?;
+        if serving() {
+            match &found {
+                Some(r) => self.insert_unless_evicted(*key, r.clone(), generation),
+                None => self.evict(key),
+            }
+        }
+        Ok(found)
+    }
+
+    /// After a touch written with `generation` read before it: the cached
+    /// entry, if any, gets the new times (unless an eviction ran).
+    #[cfg(any(feature = "postgres", feature = "redis"))]
+    pub(super) fn touched(
+        &self,
+        key: &TokenHash,
+        last_seen_at: i64,
+        expires_at: i64,
+        generation: u64,
+    ) {
+        if let Some(hit) = self.get(key) {
+            let mut r = SessionRecord::clone(&hit);
+            r.last_seen_at = last_seen_at;
+            r.expires_at = expires_at;
+            self.insert_unless_evicted(*key, Arc::new(r), generation);
+        }
+    }
+
     /// Drops one session (and fails every read in flight's insert).
     pub(super) fn evict(&self, key: &TokenHash) {
         self.generation.fetch_add(1, Ordering::SeqCst);

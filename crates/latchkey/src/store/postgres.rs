@@ -291,26 +291,9 @@ impl SessionStore for PostgresStore {
     }
     async fn load(&self, key: &TokenHash) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let bus = self.bus();
-        if bus.serving() {
-            if let Some(hit) = self.cache.get(key) {
-                // Looking expired may only mean another instance kept it
-                // alive: only the database can say.
-                if hit.expires_at > now_ms() {
-                    return Ok(Some(hit));
-                }
-            }
-        }
-        let generation = self.cache.generation();
-        let found = self.db_load(key).await?;
-        if bus.serving() {
-            match &found {
-                Some(r) => self
-                    .cache
-                    .insert_unless_evicted(*key, r.clone(), generation),
-                None => self.cache.evict(key),
-            }
-        }
-        Ok(found)
+        self.cache
+            .load_through(|| bus.serving(), key, self.db_load(key))
+            .await
     }
     async fn touch(
         &self,
@@ -320,13 +303,8 @@ impl SessionStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let generation = self.cache.generation();
         self.db_touch(key, last_seen_at, expires_at).await?;
-        if let Some(hit) = self.cache.get(key) {
-            let mut r = SessionRecord::clone(&hit);
-            r.last_seen_at = last_seen_at;
-            r.expires_at = expires_at;
-            self.cache
-                .insert_unless_evicted(*key, Arc::new(r), generation);
-        }
+        self.cache
+            .touched(key, last_seen_at, expires_at, generation);
         Ok(())
     }
     async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {

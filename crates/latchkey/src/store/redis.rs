@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, OnceCell};
 use super::bus::{Bus, Revoked, Transport};
 use super::cache::SessionCache;
 use super::{CounterStore, SessionStore, StoreError};
-use crate::session::{ms, now_ms, SessionRecord, TokenHash};
+use crate::session::{ms, SessionRecord, TokenHash};
 
 /// Sessions and counters in Redis.
 ///
@@ -338,32 +338,14 @@ impl SessionStore for RedisStore {
 
     async fn load(&self, key: &TokenHash) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let bus = self.bus();
-        if bus.serving() {
-            if let Some(hit) = self.cache.get(key) {
-                // Looking expired may only mean another instance kept it
-                // alive: only Redis can say.
-                if hit.expires_at > now_ms() {
-                    return Ok(Some(hit));
-                }
-            }
-        }
-        let generation = self.cache.generation();
-        let mut c = self.conn().await?;
-        let h: HashMap<String, String> = self.run(c.hgetall(self.session_key(key))).await?;
-        let found = if h.is_empty() {
-            None
-        } else {
-            record_from_hash(*key, h).map(Arc::new)
+        let read = async {
+            let mut c = self.conn().await?;
+            let h: HashMap<String, String> = self.run(c.hgetall(self.session_key(key))).await?;
+            Ok((!h.is_empty())
+                .then(|| record_from_hash(*key, h).map(Arc::new))
+                .flatten())
         };
-        if bus.serving() {
-            match &found {
-                Some(r) => self
-                    .cache
-                    .insert_unless_evicted(*key, r.clone(), generation),
-                None => self.cache.evict(key),
-            }
-        }
-        Ok(found)
+        self.cache.load_through(|| bus.serving(), key, read).await
     }
 
     async fn touch(
@@ -380,13 +362,8 @@ impl SessionStore for RedisStore {
             .arg(expires_at)
             .arg(format!("{}u:", self.prefix));
         self.run(inv.invoke_async::<i64>(&mut c)).await?;
-        if let Some(hit) = self.cache.get(key) {
-            let mut r = SessionRecord::clone(&hit);
-            r.last_seen_at = last_seen_at;
-            r.expires_at = expires_at;
-            self.cache
-                .insert_unless_evicted(*key, Arc::new(r), generation);
-        }
+        self.cache
+            .touched(key, last_seen_at, expires_at, generation);
         Ok(())
     }
 
