@@ -6,12 +6,6 @@ use clap::Parser;
 use latchkey_server::cli;
 use tracing_subscriber::EnvFilter;
 
-// mimalloc instead of the system allocator (feature `mimalloc`): measured
-// in the README's "How the hot path is built".
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Prints a clap error and exits. A missing argument or sub-command is
 /// named on the first line (clap puts it on the second, or prints only help).
 fn usage_error(e: clap::Error) -> ! {
