@@ -369,6 +369,10 @@ async fn ping(bus: Weak<Inner>, transport: Arc<dyn Transport>, mut stop: watch::
         }
         let Some(b) = bus.upgrade() else { return };
         seq += 1;
+        if seq % 600 == 0 {
+            // Instances that stopped long ago: forget them (once a minute).
+            lock(&b.peers).retain(|_, at| at.elapsed() < 60 * STALE_AFTER);
+        }
         {
             let mut pings = lock(&b.pings);
             pings.push_back((seq, b.micros()));

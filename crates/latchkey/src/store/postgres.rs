@@ -55,7 +55,7 @@ impl PgTransport {
             .get_or_try_init(|| async {
                 super::bounded(&self.label, async {
                     sqlx::query_scalar::<_, String>(
-                        "SELECT 'latchkey_' || substr(md5(current_database() || '.' || current_schema()), 1, 16)",
+                        "SELECT 'latchkey_' || substr(md5(current_database() || '.' || COALESCE(current_schema(), '')), 1, 16)",
                     )
                     .fetch_one(&self.pool)
                     .await
