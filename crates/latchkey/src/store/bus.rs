@@ -369,7 +369,7 @@ async fn ping(bus: Weak<Inner>, transport: Arc<dyn Transport>, mut stop: watch::
         }
         let Some(b) = bus.upgrade() else { return };
         seq += 1;
-        if seq % 600 == 0 {
+        if seq.is_multiple_of(600) {
             // Instances that stopped long ago: forget them (once a minute).
             lock(&b.peers).retain(|_, at| at.elapsed() < 60 * STALE_AFTER);
         }
