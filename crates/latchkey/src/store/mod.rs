@@ -47,6 +47,7 @@ pub use sqlite::SqliteStore;
 
 /// How long one store operation may take before the request fails closed
 /// with 503 (the contract allows 2 s end to end).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// A store failure. Every variant means "cannot say": callers fail closed.
