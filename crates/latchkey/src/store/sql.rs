@@ -130,23 +130,27 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            /// Deletes expired sessions on `conn` in paced batches (see
-            /// [`SWEEP_BURST`](super::sql::SWEEP_BURST)).
-            async fn db_sweep(&self, conn: &mut $conn, now: i64) -> Result<u64, StoreError> {
+            /// Deletes expired sessions in paced batches (see
+            /// [`SWEEP_BURST`](super::sql::SWEEP_BURST)), on `conn` when
+            /// given (SQLite's low-priority one), else each statement on a
+            /// pool connection, so none is held through the rests.
+            async fn db_sweep(&self, mut conn: Option<&mut $conn>, now: i64) -> Result<u64, StoreError> {
                 let mut total = 0;
                 let mut batch: i64 = 100;
                 loop {
                     let started = std::time::Instant::now();
                     let n = self
                         .run(async {
-                            let done = sqlx::query(
+                            let q = sqlx::query(
                                 "DELETE FROM latchkey_sessions WHERE token_hash IN \
                                  (SELECT token_hash FROM latchkey_sessions WHERE expires_at < $1 LIMIT $2)",
                             )
                             .bind(now)
-                            .bind(batch)
-                            .execute(&mut *conn)
-                            .await?;
+                            .bind(batch);
+                            let done = match conn.as_deref_mut() {
+                                Some(c) => q.execute(c).await?,
+                                None => q.execute(&self.pool().await?).await?,
+                            };
                             Ok(done.rows_affected())
                         })
                         .await?;
@@ -164,10 +168,11 @@ macro_rules! sql_store_impl {
                     tokio::time::sleep(rest.max(std::time::Duration::from_millis(5))).await;
                 }
                 self.run(async {
-                    sqlx::query("DELETE FROM latchkey_counters WHERE expires_at < $1")
-                        .bind(now)
-                        .execute(&mut *conn)
-                        .await?;
+                    let q = sqlx::query("DELETE FROM latchkey_counters WHERE expires_at < $1").bind(now);
+                    match conn {
+                        Some(c) => q.execute(c).await?,
+                        None => q.execute(&self.pool().await?).await?,
+                    };
                     Ok(())
                 })
                 .await?;

@@ -592,7 +592,7 @@ impl SessionStore for SqliteStore {
             *slot = Some(self.low_priority_connection().await?);
         }
         let conn = slot.as_mut().expect("just opened");
-        let swept = self.db_sweep(conn, now).await;
+        let swept = self.db_sweep(Some(conn), now).await;
         if swept.is_err() {
             *slot = None; // a timed-out statement may leave it mid-way
         }
