@@ -156,7 +156,7 @@ impl Inner {
                     self.cache.evict_user(std::str::from_utf8(&target).ok()?);
                 }
                 if from == self.me {
-                    self.acked(&self.me.clone(), id.parse().ok()?);
+                    self.acked(&self.me, id.parse().ok()?);
                     None
                 } else {
                     Some(format!("a {} {from} {id}", self.me))
