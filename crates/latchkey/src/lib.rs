@@ -91,6 +91,7 @@ pub mod error;
 pub mod extract;
 mod hash_pool;
 mod layer;
+pub mod mail;
 pub mod password;
 mod request_auth;
 pub mod session;
