@@ -22,3 +22,10 @@ CREATE TABLE IF NOT EXISTS latchkey_counters (
     count      BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+-- Added in 0.3: single-use, expiring records (reset and verification links,
+-- re-authentication marks), keyed by a hash, never by a raw token.
+CREATE TABLE IF NOT EXISTS latchkey_tickets (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);

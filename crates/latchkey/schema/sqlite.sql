@@ -28,6 +28,13 @@ CREATE TABLE IF NOT EXISTS latchkey_revocations (
     token_hash BLOB NOT NULL,
     at         INTEGER NOT NULL
 );
+-- Added in 0.3: single-use, expiring records (reset and verification links,
+-- re-authentication marks), keyed by a hash, never by a raw token.
+CREATE TABLE IF NOT EXISTS latchkey_tickets (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS latchkey_sessions_deleted AFTER DELETE ON latchkey_sessions
 WHEN old.expires_at > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
 BEGIN

@@ -14,6 +14,8 @@ use crate::session::{ms, now_ms, SessionRecord, TokenHash};
 pub struct MemoryStore {
     sessions: RwLock<Sessions>,
     counters: RwLock<HashMap<String, (u64, i64)>>,
+    /// Ticket key → (value, expires_at ms); expired ones go at the sweep.
+    tickets: RwLock<HashMap<String, (String, i64)>>,
 }
 
 #[derive(Default)]
@@ -160,6 +162,7 @@ impl SessionStore for MemoryStore {
             }
         }
         write!(self.counters).retain(|_, (_, exp)| *exp > now);
+        write!(self.tickets).retain(|_, (_, exp)| *exp > now);
         Ok(expired.len() as u64)
     }
 }
@@ -206,6 +209,31 @@ impl CounterStore for MemoryStore {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl super::TicketStore for MemoryStore {
+    async fn put_ticket(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let expires_at = now_ms() + ms(ttl);
+        write!(self.tickets).insert(key.to_owned(), (value.to_owned(), expires_at));
+        Ok(())
+    }
+
+    async fn get_ticket(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        Ok(read!(self.tickets)
+            .get(key)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(v, _)| v.clone()))
+    }
+
+    async fn take_ticket(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        Ok(write!(self.tickets)
+            .remove(key)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(v, _)| v))
     }
 }
 

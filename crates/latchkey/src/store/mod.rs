@@ -155,9 +155,37 @@ pub trait CounterStore: Send + Sync + 'static {
     async fn release(&self, key: &str) -> Result<(), StoreError>;
 }
 
-/// A backend that keeps both sessions and counters.
-pub trait Store: SessionStore + CounterStore {}
-impl<T: SessionStore + CounterStore> Store for T {}
+/// Short-lived, single-use records kept beside the sessions: reset and
+/// verification links, re-authentication marks. Keys are hashes or public
+/// handles, never a raw token, so a copy of the store opens nothing. Kept in
+/// the session store so that every instance sees the same records.
+///
+/// The methods are provided as refusals ([`StoreError::Unsupported`]), so a
+/// third-party store that keeps no tickets compiles with an empty
+/// `impl TicketStore for MyStore {}` and the flows that need them fail closed.
+#[async_trait]
+pub trait TicketStore: Send + Sync + 'static {
+    /// Files `value` under `key` (replacing any), dying after `ttl`.
+    async fn put_ticket(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let _ = (key, value, ttl);
+        Err(StoreError::Unsupported("tickets"))
+    }
+    /// The live value under `key`, left in place (a link shown, not used).
+    async fn get_ticket(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let _ = key;
+        Err(StoreError::Unsupported("tickets"))
+    }
+    /// The live value under `key`, removed in the same step: of any number
+    /// of racing takers exactly one gets it.
+    async fn take_ticket(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let _ = key;
+        Err(StoreError::Unsupported("tickets"))
+    }
+}
+
+/// A backend that keeps sessions, counters and tickets.
+pub trait Store: SessionStore + CounterStore + TicketStore {}
+impl<T: SessionStore + CounterStore + TicketStore> Store for T {}
 
 /// Opens the store a URL names (see the module table), creating its tables
 /// or connecting lazily. An unreachable PostgreSQL or Redis does not fail

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, OnceCell};
 
 use super::bus::{Bus, Revoked, Transport};
 use super::cache::SessionCache;
-use super::sql::{session_columns, sql_store_impl};
+use super::sql::{session_columns, sql_store_impl, sql_ticket_impl};
 use super::{CounterStore, SessionStore, StoreError};
 use crate::session::{now_ms, SessionRecord, TokenHash};
 
@@ -268,6 +268,7 @@ pub(super) fn create_schema(
 }
 
 sql_store_impl!(PostgresStore, PgRow, sqlx::PgConnection);
+sql_ticket_impl!(PostgresStore);
 
 /// The parameters a revoking statement takes before channel and message.
 enum Binds<'a> {

@@ -510,6 +510,33 @@ impl CounterStore for RedisStore {
     }
 }
 
+/// Tickets are plain keys with a millisecond expiry; `GETDEL` (Redis 6.2)
+/// takes one atomically.
+#[async_trait]
+impl super::TicketStore for RedisStore {
+    async fn put_ticket(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}t:{key}", self.prefix))
+            .arg(value)
+            .arg("PX")
+            .arg(ms(ttl).max(1));
+        self.run(cmd.query_async::<()>(&mut c)).await
+    }
+
+    async fn get_ticket(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        self.run(c.get(format!("{}t:{key}", self.prefix))).await
+    }
+
+    async fn take_ticket(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(format!("{}t:{key}", self.prefix));
+        self.run(cmd.query_async(&mut c)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

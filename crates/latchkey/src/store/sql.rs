@@ -167,15 +167,18 @@ macro_rules! sql_store_impl {
                     let rest = took * super::sql::SWEEP_REST_FACTOR;
                     tokio::time::sleep(rest.max(std::time::Duration::from_millis(5))).await;
                 }
-                self.run(async {
-                    let q = sqlx::query("DELETE FROM latchkey_counters WHERE expires_at < $1").bind(now);
-                    match conn {
-                        Some(c) => q.execute(c).await?,
-                        None => q.execute(&self.pool().await?).await?,
-                    };
-                    Ok(())
-                })
-                .await?;
+                for table in ["latchkey_counters", "latchkey_tickets"] {
+                    self.run(async {
+                        let sql = format!("DELETE FROM {table} WHERE expires_at < $1");
+                        let q = sqlx::query(&sql).bind(now);
+                        match conn.as_deref_mut() {
+                            Some(c) => q.execute(c).await?,
+                            None => q.execute(&self.pool().await?).await?,
+                        };
+                        Ok(())
+                    })
+                    .await?;
+                }
                 Ok(total)
             }
 
@@ -268,4 +271,56 @@ macro_rules! sql_store_impl {
     };
 }
 
-pub(super) use {session_columns, sql_store_impl};
+/// The tickets table, the same on both engines.
+macro_rules! sql_ticket_impl {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl super::TicketStore for $store {
+            async fn put_ticket(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+                let expires_at = now_ms() + crate::session::ms(ttl);
+                self.run(async {
+                    sqlx::query(
+                        "INSERT INTO latchkey_tickets (key, value, expires_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                    )
+                    .bind(key)
+                    .bind(value)
+                    .bind(expires_at)
+                    .execute(&self.pool().await?)
+                    .await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn get_ticket(&self, key: &str) -> Result<Option<String>, StoreError> {
+                let now = now_ms();
+                self.run(async {
+                    sqlx::query_scalar("SELECT value FROM latchkey_tickets WHERE key = $1 AND expires_at > $2")
+                        .bind(key)
+                        .bind(now)
+                        .fetch_optional(&self.pool().await?)
+                        .await
+                })
+                .await
+            }
+
+            async fn take_ticket(&self, key: &str) -> Result<Option<String>, StoreError> {
+                let now = now_ms();
+                // One statement: racing takers serialise on the row, and
+                // only the one whose DELETE removed it gets the value.
+                let value: Option<(String, i64)> = self
+                    .run(async {
+                        sqlx::query_as("DELETE FROM latchkey_tickets WHERE key = $1 RETURNING value, expires_at")
+                            .bind(key)
+                            .fetch_optional(&self.pool().await?)
+                            .await
+                    })
+                    .await?;
+                Ok(value.filter(|(_, exp)| *exp > now).map(|(v, _)| v))
+            }
+        }
+    };
+}
+
+pub(super) use {session_columns, sql_store_impl, sql_ticket_impl};

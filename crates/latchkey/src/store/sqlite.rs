@@ -30,7 +30,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row};
 
-use super::sql::{session_columns, sql_store_impl};
+use super::sql::{session_columns, sql_store_impl, sql_ticket_impl};
 use super::{CounterStore, SessionStore, StoreError};
 use crate::session::{now_ms, SessionRecord, TokenHash};
 
@@ -430,6 +430,7 @@ impl SqliteStore {
 }
 
 sql_store_impl!(SqliteStore, SqliteRow, SqliteConnection);
+sql_ticket_impl!(SqliteStore);
 
 /// Revocations: plain statements, since the triggers log them for every
 /// process (PostgreSQL's announce themselves in the statement instead).

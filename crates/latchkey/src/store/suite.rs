@@ -101,7 +101,7 @@ macro_rules! store_suite {
         use std::time::Duration;
         use $crate::store::suite::record;
         #[allow(unused_imports)]
-        use $crate::store::{CounterStore as _, SessionStore as _};
+        use $crate::store::{CounterStore as _, SessionStore as _, TicketStore as _};
 
         #[tokio::test]
         async fn create_load_delete() {
@@ -133,6 +133,44 @@ macro_rules! store_suite {
             rec.data = Some("1".into());
             assert!(!s.update(&rec).await.unwrap(), "a deleted session is gone");
             assert!(s.load(&tok.hash()).await.unwrap().is_none());
+        }
+
+        #[tokio::test]
+        async fn a_ticket_is_read_many_times_and_taken_once() {
+            let Some(s) = $make.await else { return };
+            let key = format!("suite:{}", $crate::SessionToken::generate().as_str());
+            assert_eq!(s.get_ticket(&key).await.unwrap(), None);
+            s.put_ticket(&key, "v1", Duration::from_secs(60)).await.unwrap();
+            s.put_ticket(&key, "v2", Duration::from_secs(60)).await.unwrap();
+            assert_eq!(s.get_ticket(&key).await.unwrap().as_deref(), Some("v2"));
+            assert_eq!(s.get_ticket(&key).await.unwrap().as_deref(), Some("v2"));
+            // Takers racing: exactly one gets the value.
+            let s = std::sync::Arc::new(s);
+            let takers: Vec<_> = (0..16)
+                .map(|_| {
+                    let (s, key) = (s.clone(), key.clone());
+                    tokio::spawn(async move { s.take_ticket(&key).await.unwrap() })
+                })
+                .collect();
+            let mut won = 0;
+            for t in takers {
+                if let Some(v) = t.await.unwrap() {
+                    assert_eq!(v, "v2");
+                    won += 1;
+                }
+            }
+            assert_eq!(won, 1, "a ticket is taken once");
+            assert_eq!(s.get_ticket(&key).await.unwrap(), None);
+        }
+
+        #[tokio::test]
+        async fn an_expired_ticket_is_neither_read_nor_taken() {
+            let Some(s) = $make.await else { return };
+            let key = format!("suite:{}", $crate::SessionToken::generate().as_str());
+            s.put_ticket(&key, "v", Duration::from_millis(30)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            assert_eq!(s.get_ticket(&key).await.unwrap(), None);
+            assert_eq!(s.take_ticket(&key).await.unwrap(), None);
         }
 
         #[tokio::test]
