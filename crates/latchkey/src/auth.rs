@@ -60,6 +60,7 @@ pub struct Config {
     pub(crate) login_path: String,
     pub(crate) trusted_origins: Vec<String>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) recovery: crate::recovery::RecoveryConfig,
 }
 
 impl Config {
@@ -79,6 +80,7 @@ impl Config {
             login_path: "/login".into(),
             trusted_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            recovery: Default::default(),
         }
     }
 
@@ -172,6 +174,7 @@ impl std::fmt::Debug for Config {
             .field("login_path", &self.login_path)
             .field("trusted_origins", &self.trusted_origins)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("recovery", &self.recovery)
             .finish()
     }
 }
@@ -204,6 +207,7 @@ pub(crate) struct Inner {
     users: Option<Arc<UserCheck>>,
     sessions: Sessions,
     cross_origin: CsrfLayer<RejectFn>,
+    pub(crate) mailer: Option<Arc<dyn crate::mail::Mailer>>,
 }
 
 /// The latchkey handle: cheap to clone, shared by the layer and extractors.
@@ -216,6 +220,7 @@ impl Latchkey {
         store: Arc<dyn Store>,
         users: Option<UserCheck>,
         cross_origin: CsrfLayer<RejectFn>,
+        mailer: Option<Arc<dyn crate::mail::Mailer>>,
     ) -> Self {
         let counters: Arc<dyn crate::store::CounterStore> = store.clone();
         let users = users.map(Arc::new);
@@ -234,6 +239,7 @@ impl Latchkey {
             cross_origin,
             store,
             config,
+            mailer,
         }))
     }
 
@@ -248,6 +254,13 @@ impl Latchkey {
 
     pub(crate) fn directory(&self) -> Option<&dyn Directory> {
         self.0.users.as_ref().map(|u| u.backend.as_ref())
+    }
+
+    /// Forgets what this process cached of a user after changing them.
+    pub(crate) fn forget_user(&self, user_id: &str) {
+        if let Some(check) = &self.0.users {
+            check.forget(user_id);
+        }
     }
 
     /// The tower layer: makes this handle reachable from extractors, refuses
@@ -545,6 +558,8 @@ impl Latchkey {
             .await
             .map_err(backend_err)?
             .ok_or_else(|| Error::Backend("the user was removed during the change".into()))?;
+        self.notify(&user, crate::mail::Notice::PasswordChanged)
+            .await;
         let (token, mut record) =
             self.new_record(user.id, user.username, user.role, user.version, meta);
         record.id = current.id.clone();

@@ -34,6 +34,9 @@ pub enum ConfigError {
     /// A trusted origin that is not `scheme://host[:port]`.
     #[error("{0}")]
     TrustedOrigin(String),
+    /// A mailer without a public URL to build links from.
+    #[error("a mailer needs Builder::public_url (the base of links in mail, e.g. https://login.example.com)")]
+    MissingPublicUrl,
 }
 
 /// Configures a [`Latchkey`]: start from [`Latchkey::builder`].
@@ -54,6 +57,7 @@ pub struct Builder {
     secret: Option<Vec<u8>>,
     store: Option<Arc<dyn Store>>,
     users: Option<UserCheck>,
+    mailer: Option<Arc<dyn crate::mail::Mailer>>,
     config: Config,
 }
 
@@ -65,6 +69,7 @@ impl Latchkey {
             secret: None,
             store: None,
             users: None,
+            mailer: None,
             config: Config::new(Vec::new()),
         }
     }
@@ -151,6 +156,36 @@ impl Builder {
         self
     }
 
+    /// Sends the recovery flows' mail (reset links, address verification,
+    /// notices): without one, those flows answer
+    /// [`RecoveryError::MailOff`](crate::recovery::RecoveryError::MailOff).
+    /// Needs [`public_url`](Self::public_url) for the links.
+    pub fn mailer(mut self, mailer: Arc<dyn crate::mail::Mailer>) -> Self {
+        self.mailer = Some(mailer);
+        self
+    }
+
+    /// The base of links in mail, e.g. `https://login.example.com`.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.config.recovery.public_url = Some(url.into());
+        self
+    }
+
+    /// How long mailed links work (default 15 minutes).
+    pub fn link_ttl(mut self, ttl: Duration) -> Self {
+        self.config.recovery.link_ttl = ttl;
+        self
+    }
+
+    /// How long a sign-in or re-authentication counts as recent for
+    /// sensitive actions ([`Recent`](crate::Recent); default 10 minutes),
+    /// and where browsers are sent to re-authenticate (default `/reauth`).
+    pub fn reauth(mut self, window: Duration, path: impl Into<String>) -> Self {
+        self.config.recovery.reauth_window = window;
+        self.config.recovery.reauth_path = path.into();
+        self
+    }
+
     /// The handle, once everything checks out.
     ///
     /// # Errors
@@ -170,8 +205,17 @@ impl Builder {
         }
         let cross_origin = crate::csrf::cross_origin_layer(&self.config.trusted_origins)
             .map_err(ConfigError::TrustedOrigin)?;
+        if self.mailer.is_some() && self.config.recovery.public_url.is_none() {
+            return Err(ConfigError::MissingPublicUrl);
+        }
         let config = self.config.with_key(secret);
-        Ok(Latchkey::assemble(config, store, self.users, cross_origin))
+        Ok(Latchkey::assemble(
+            config,
+            store,
+            self.users,
+            cross_origin,
+            self.mailer,
+        ))
     }
 }
 

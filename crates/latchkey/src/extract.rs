@@ -137,6 +137,13 @@ pub enum AuthRejection {
         /// The client's `Accept` names `text/html`.
         html: bool,
     },
+    /// The session's user has not proved who they are within the
+    /// re-authentication window ([`Recent`]): 403 with `"reauth": true`,
+    /// or for a browser a 303 to the re-authentication page.
+    ReauthRequired {
+        /// Where to send a browser (`/reauth?next=...`), if it is one.
+        redirect: Option<String>,
+    },
     /// The store failed: fail closed.
     Unavailable(Error),
     /// The app forgot `.layer(latchkey.layer())`.
@@ -158,6 +165,21 @@ impl IntoResponse for AuthRejection {
             // No HTML here: an app that serves pages matches `Forbidden { html: true }`
             // and renders its own (the latchkey server does, in routes/admin.rs).
             AuthRejection::Forbidden { .. } => detail(StatusCode::FORBIDDEN, "Forbidden"),
+            AuthRejection::ReauthRequired { redirect: Some(to) } => {
+                Redirect::to(&to).into_response()
+            }
+            AuthRejection::ReauthRequired { redirect: None } => {
+                let body = serde_json::json!({
+                    "detail": "Re-authentication required",
+                    "reauth": true,
+                });
+                (
+                    StatusCode::FORBIDDEN,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body.to_string(),
+                )
+                    .into_response()
+            }
             AuthRejection::Unavailable(e) => e.into_response(),
             AuthRejection::MissingLayer => detail(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -260,4 +282,96 @@ impl<S: Send + Sync, R: Role> FromRequestParts<S> for RequireRole<R> {
         }
         Ok(RequireRole(user, PhantomData))
     }
+}
+
+/// An extractor that carries the signed-in user: [`Recent`] wraps any of them.
+pub trait SignedInUser {
+    /// The user and session behind the request.
+    fn current_user(&self) -> &CurrentUser;
+}
+
+impl SignedInUser for CurrentUser {
+    fn current_user(&self) -> &CurrentUser {
+        self
+    }
+}
+
+impl<R: Role> SignedInUser for RequireRole<R> {
+    fn current_user(&self) -> &CurrentUser {
+        &self.0
+    }
+}
+
+/// A sensitive action: `T` (a [`CurrentUser`] or [`RequireRole`]) whose
+/// user signed in or re-authenticated within the re-authentication window
+/// ([`Builder::reauth`](crate::Builder::reauth), default 10 minutes).
+/// Otherwise [`AuthRejection::ReauthRequired`]: 403 `{"detail":
+/// "Re-authentication required", "reauth": true}`, or a browser is sent to
+/// `/reauth?next=...`. Mark a handler sensitive by its signature:
+///
+/// ```
+/// use latchkey::{Admin, Recent, RequireRole};
+/// async fn remove_user(Recent(admin): Recent<RequireRole<Admin>>) -> String {
+///     format!("{} may do this", admin.0.username())
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Recent<T = CurrentUser>(pub T);
+
+impl<S, T> FromRequestParts<S> for Recent<T>
+where
+    S: Send + Sync,
+    T: FromRequestParts<S, Rejection = AuthRejection> + SignedInUser + Send,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let inner = T::from_request_parts(parts, state).await?;
+        let latchkey = parts
+            .extensions
+            .get::<Latchkey>()
+            .cloned()
+            .ok_or(AuthRejection::MissingLayer)?;
+        let recent = latchkey
+            .is_recent(inner.current_user().session())
+            .await
+            .map_err(AuthRejection::Unavailable)?;
+        if recent {
+            return Ok(Recent(inner));
+        }
+        Err(AuthRejection::ReauthRequired {
+            redirect: reauth_redirect(&latchkey, parts),
+        })
+    }
+}
+
+/// `/reauth?next=...` for a browser: back to the page it asked for, or for
+/// a form POST to the same-host page the form was on.
+fn reauth_redirect(latchkey: &Latchkey, parts: &Parts) -> Option<String> {
+    if !wants_html(&parts.headers) {
+        return None;
+    }
+    let next = if parts.method == axum::http::Method::GET {
+        parts.uri.path_and_query().map(|p| p.as_str().to_owned())
+    } else {
+        same_host_referer(&parts.headers)
+    };
+    let next = next.unwrap_or_else(|| "/".to_owned());
+    let next: String =
+        percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC).collect();
+    Some(format!(
+        "{}?next={next}",
+        latchkey.config().recovery.reauth_path
+    ))
+}
+
+/// The path of `Referer` when it names this request's own host.
+fn same_host_referer(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let rest = referer
+        .strip_prefix("https://")
+        .or_else(|| referer.strip_prefix("http://"))?;
+    let (authority, path) = rest.split_at(rest.find('/')?);
+    (authority.eq_ignore_ascii_case(host) && !path.starts_with("//")).then(|| path.to_owned())
 }

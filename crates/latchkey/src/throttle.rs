@@ -210,6 +210,22 @@ impl Throttle {
         let (n, left) = self.counters.hit(&key, c.window, false).await?;
         Ok((n > c.per_user_and_address).then(|| wait(left)))
     }
+
+    /// Counts one request for a mailed link (forgot password): per client
+    /// address and per target address, each allowed the per-(username,
+    /// address) limit within the window, so neither one client nor many
+    /// can flood one inbox. `Some(wait)` past either limit.
+    pub async fn mail_request(&self, ip: &str, target: &str) -> Result<Option<Duration>, StoreError> {
+        let c = &self.config;
+        let by_ip = format!("ml:a:{}", digest(&[&address_bucket(ip)]));
+        let by_target = format!("ml:t:{}", digest(&[target]));
+        let (n_ip, left_ip) = self.counters.hit(&by_ip, c.window, false).await?;
+        if n_ip > c.per_user_and_address {
+            return Ok(Some(wait(left_ip)));
+        }
+        let (n_t, left_t) = self.counters.hit(&by_target, c.window, false).await?;
+        Ok((n_t > c.per_user_and_address).then(|| wait(left_t)))
+    }
 }
 
 #[cfg(test)]

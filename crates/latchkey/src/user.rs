@@ -21,6 +21,14 @@ pub trait AuthUser: Send + Sync {
     fn session_version(&self) -> u64 {
         0
     }
+    /// The account's email address, if it has one (for recovery mail).
+    fn email(&self) -> Option<&str> {
+        None
+    }
+    /// Whether [`email`](Self::email) was confirmed by a link (or set by an admin).
+    fn email_verified(&self) -> bool {
+        false
+    }
 }
 
 /// Any error a backend reports; latchkey treats it as "unavailable" (503).
@@ -65,6 +73,27 @@ pub trait UserBackend: Send + Sync {
     async fn change_password_hash(&self, user_id: &str, hash: &str) -> Result<(), BackendError> {
         self.set_password_hash(user_id, hash).await?;
         self.bump_session_version(user_id).await
+    }
+
+    /// The user whose address is `email` (compared case-insensitively), if
+    /// any: "forgot password" starts here. The default finds no one, so an
+    /// app without addresses answers every request the same and sends nothing.
+    async fn find_by_email(&self, email: &str) -> Result<Option<Self::User>, BackendError> {
+        let _ = email;
+        Ok(None)
+    }
+
+    /// Sets the user's address (`None` removes it) and whether it is
+    /// verified; `Ok(false)` when another user already has it. The default
+    /// refuses, so address changes fail closed on a backend without them.
+    async fn set_email(
+        &self,
+        user_id: &str,
+        email: Option<&str>,
+        verified: bool,
+    ) -> Result<bool, BackendError> {
+        let _ = (user_id, email, verified);
+        Err("this user backend keeps no email addresses".into())
     }
 
     /// Replaces the hash only if it is still `old` (an upgrade at sign-in

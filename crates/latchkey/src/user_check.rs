@@ -32,12 +32,15 @@ pub(crate) struct UserState {
 }
 
 /// A user as sign-in and the checks see them, whatever the app's type.
+#[derive(Clone)]
 pub(crate) struct Account {
     pub(crate) id: String,
     pub(crate) username: String,
     pub(crate) role: String,
     pub(crate) password_hash: String,
     pub(crate) version: u64,
+    pub(crate) email: Option<String>,
+    pub(crate) email_verified: bool,
 }
 
 impl Account {
@@ -48,6 +51,8 @@ impl Account {
             role: u.role().to_owned(),
             password_hash: u.password_hash().to_owned(),
             version: u.session_version(),
+            email: u.email().map(str::to_owned),
+            email_verified: u.email_verified(),
         }
     }
 }
@@ -62,6 +67,13 @@ pub(crate) trait Directory: Send + Sync {
     async fn bump(&self, id: &str) -> Result<(), BackendError>;
     async fn change_hash(&self, id: &str, hash: &str) -> Result<(), BackendError>;
     async fn replace_hash(&self, id: &str, old: &str, new: &str) -> Result<bool, BackendError>;
+    async fn by_email(&self, email: &str) -> Result<Option<Account>, BackendError>;
+    async fn set_email(
+        &self,
+        id: &str,
+        email: Option<&str>,
+        verified: bool,
+    ) -> Result<bool, BackendError>;
     /// The app's own user value, for the [`User`](crate::User) extractor.
     async fn user_by_id(&self, id: &str) -> Result<Option<Box<dyn Any + Send>>, BackendError>;
 }
@@ -82,6 +94,17 @@ impl<B: UserBackend> Directory for B {
     }
     async fn replace_hash(&self, id: &str, old: &str, new: &str) -> Result<bool, BackendError> {
         self.replace_password_hash(id, old, new).await
+    }
+    async fn by_email(&self, email: &str) -> Result<Option<Account>, BackendError> {
+        Ok(self.find_by_email(email).await?.as_ref().map(Account::of))
+    }
+    async fn set_email(
+        &self,
+        id: &str,
+        email: Option<&str>,
+        verified: bool,
+    ) -> Result<bool, BackendError> {
+        UserBackend::set_email(self, id, email, verified).await
     }
     async fn user_by_id(&self, id: &str) -> Result<Option<Box<dyn Any + Send>>, BackendError> {
         Ok(self
