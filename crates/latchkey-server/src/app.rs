@@ -46,6 +46,8 @@ fn router(state: AppState) -> Router {
         .merge(routes::logout::router())
         .merge(routes::profile::router())
         .merge(routes::password::router())
+        .merge(routes::email::router())
+        .merge(routes::reauth::router())
         .merge(routes::sessions::router())
         .merge(routes::admin::router())
         .merge(routes::setup::router())

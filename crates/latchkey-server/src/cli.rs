@@ -91,6 +91,15 @@ pub struct ServeArgs {
     /// Sign out this long after sign-in, active or not.
     #[arg(long, env = "LATCHKEY_ABSOLUTE_TIMEOUT", default_value = "8h", value_name = "DUR", value_parser = parse_duration)]
     pub absolute_timeout: Duration,
+    /// The base of links in mail and redirects, e.g. https://login.example.com (default http://BIND with --dev; needed for mail without it).
+    #[arg(long, env = "LATCHKEY_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    /// How long password-reset and verification links in mail work.
+    #[arg(long, env = "LATCHKEY_RESET_TTL", default_value = "15m", value_name = "DUR", value_parser = parse_duration)]
+    pub reset_ttl: Duration,
+    /// How long a sign-in or re-authentication counts as recent for sensitive actions (changing the email address, ending other sessions, admin changes).
+    #[arg(long, env = "LATCHKEY_REAUTH_WINDOW", default_value = "10m", value_name = "DUR", value_parser = parse_duration)]
+    pub reauth_window: Duration,
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Proxies whose X-Forwarded-For names the client: comma-separated addresses and CIDR ranges (e.g. 10.0.0.0/8,fd00::/8,127.0.0.1).
@@ -190,10 +199,33 @@ pub enum UserCommand {
         /// Read the password from one line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// The user's email address (for recovery mail); set here, it counts as verified.
+        #[arg(long, value_name = "ADDR", value_parser = parse_email)]
+        email: Option<String>,
         #[command(flatten)]
         stores: StoreArgs,
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+    /// Set a user's email address (it counts as verified).
+    SetEmail {
+        name: String,
+        #[arg(value_parser = parse_email)]
+        email: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// Print a one-time password-reset link for a user (no mail needed).
+    ResetLink {
+        name: String,
+        /// How long the link works.
+        #[arg(long, default_value = "1h", value_name = "DUR", value_parser = parse_duration)]
+        ttl: Duration,
+        /// The server's public URL, the base of the link.
+        #[arg(long, env = "LATCHKEY_PUBLIC_URL", default_value = "http://127.0.0.1:8000", value_name = "URL", value_parser = parse_public_url)]
+        public_url: String,
+        #[command(flatten)]
+        stores: StoreArgs,
     },
     /// List users with their roles.
     List {
@@ -236,6 +268,28 @@ pub enum UserCommand {
         #[command(flatten)]
         stores: StoreArgs,
     },
+}
+
+/// An email address, as `latchkey::recovery::normalize_email` accepts it.
+pub fn parse_email(text: &str) -> Result<String, String> {
+    latchkey::recovery::normalize_email(text)
+        .ok_or_else(|| format!("{text:?} is not an email address (use e.g. alice@example.com)"))
+}
+
+/// `http(s)://HOST[:PORT][/PATH]`, kept without a trailing `/`.
+pub fn parse_public_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| format!("{e}: use e.g. https://login.example.com"))?;
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !ok {
+        return Err("a public URL is http(s)://HOST[:PORT][/PATH], without credentials, query or fragment".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// Roles: a short word, so they are safe in logs and pages.

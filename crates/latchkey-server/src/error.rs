@@ -18,6 +18,9 @@ pub enum ApiError {
     Auth(#[from] latchkey::Error),
     #[error("{1}")]
     Detail(StatusCode, String),
+    /// An extractor-style refusal decided inside a handler (re-authentication).
+    #[error("refused")]
+    Rejected(latchkey::extract::AuthRejection),
 }
 
 impl IntoResponse for ApiError {
@@ -38,6 +41,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Auth(e) => e.into_response(),
             ApiError::Detail(status, msg) => detail(status, &msg),
+            ApiError::Rejected(r) => r.into_response(),
         }
     }
 }

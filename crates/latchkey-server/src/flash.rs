@@ -30,10 +30,14 @@ pub enum Flash {
     UserSessionsEnded,
     PasswordReset,
     UserRemoved,
+    PasswordSet,
+    EmailVerified,
+    EmailLinkSent,
+    ResetLinkSent,
 }
 
 impl Flash {
-    const ALL: [Flash; 12] = [
+    const ALL: [Flash; 16] = [
         Flash::SignedIn,
         Flash::SignedOut,
         Flash::PasswordChanged,
@@ -46,6 +50,10 @@ impl Flash {
         Flash::UserSessionsEnded,
         Flash::PasswordReset,
         Flash::UserRemoved,
+        Flash::PasswordSet,
+        Flash::EmailVerified,
+        Flash::EmailLinkSent,
+        Flash::ResetLinkSent,
     ];
 
     /// The code the cookie carries.
@@ -63,6 +71,10 @@ impl Flash {
             Flash::UserSessionsEnded => "user-sessions-ended",
             Flash::PasswordReset => "password-reset",
             Flash::UserRemoved => "user-removed",
+            Flash::PasswordSet => "password-set",
+            Flash::EmailVerified => "email-verified",
+            Flash::EmailLinkSent => "email-link-sent",
+            Flash::ResetLinkSent => "reset-link-sent",
         }
     }
 
@@ -81,6 +93,10 @@ impl Flash {
             Flash::UserSessionsEnded => "That user's sessions have ended.",
             Flash::PasswordReset => "Password reset. That user's sessions have ended.",
             Flash::UserRemoved => "User removed and signed out.",
+            Flash::PasswordSet => "Password changed. Sign in with your new password.",
+            Flash::EmailVerified => "Email address confirmed.",
+            Flash::EmailLinkSent => "We mailed a confirmation link to the new address.",
+            Flash::ResetLinkSent => "Reset link sent to that user's address.",
         }
     }
 

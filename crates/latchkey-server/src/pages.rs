@@ -36,6 +36,8 @@ pub struct LoginPage {
     pub next: String,
     /// Show the "Create an account" link (`--allow-signup`).
     pub signup: bool,
+    /// Show "Forgot your password?" (mail is on).
+    pub forgot: bool,
 }
 
 #[derive(Template)]
@@ -47,6 +49,53 @@ pub struct ProfilePage {
     pub started: String,
     pub idle: String,
     pub ends: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    /// Mail is on: show the change-address form.
+    pub mail: bool,
+    pub csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "forgot.html")]
+pub struct ForgotPage {
+    pub nav: Option<Nav>,
+    pub csrf: String,
+    pub email: String,
+    pub error: Option<String>,
+    pub sent: bool,
+    pub ttl: String,
+}
+
+#[derive(Template)]
+#[template(path = "reset.html")]
+pub struct ResetPage {
+    pub nav: Option<Nav>,
+    pub csrf: String,
+    pub token: String,
+    pub valid: bool,
+    pub error: Option<String>,
+    pub min_len: usize,
+}
+
+#[derive(Template)]
+#[template(path = "verify_email.html")]
+pub struct VerifyEmailPage {
+    pub nav: Option<Nav>,
+    pub csrf: String,
+    pub token: String,
+    pub valid: bool,
+}
+
+#[derive(Template)]
+#[template(path = "reauth.html")]
+pub struct ReauthPage {
+    pub nav: Option<Nav>,
+    pub csrf: String,
+    pub username: String,
+    pub next: String,
+    pub window: String,
+    pub error: Option<String>,
 }
 
 pub struct SessionRow {
@@ -97,6 +146,8 @@ pub struct UserRow {
     pub last_login: String,
     /// The admin looking at the page (no "remove" or "reset" for oneself).
     pub is_self: bool,
+    /// The user has an address a reset link can go to.
+    pub has_email: bool,
 }
 
 #[derive(Template)]
@@ -108,6 +159,8 @@ pub struct AdminPage {
     pub users: Vec<UserRow>,
     pub error: Option<String>,
     pub min_len: usize,
+    /// Mail is on: offer "Send reset link".
+    pub mail: bool,
 }
 
 #[derive(Template)]

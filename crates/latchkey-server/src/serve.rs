@@ -66,6 +66,18 @@ impl Serving {
             .map_err(|e| Failure::runtime(e.to_string()))?;
         let users = Users::open(&args.stores.database).map_err(Failure::usage)?;
 
+        let listener = tokio::net::TcpListener::bind(args.bind)
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.bind)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        // Links in mail: the public URL, or with --dev this listener's own.
+        let public_url = args
+            .public_url
+            .clone()
+            .or_else(|| args.dev.then(|| format!("http://{addr}")));
+
         // Sessions are checked against the users table too, so a removal or
         // "sign out everywhere" the session store missed still ends them.
         let auth = Latchkey::builder()
@@ -88,17 +100,18 @@ impl Serving {
             .max_pending_logins(args.max_pending_logins as usize)
             .trusted_proxies(args.trusted_proxies.clone())
             .trusted_origins(args.trusted_origins.clone())
+            .link_ttl(args.reset_ttl)
+            .reauth(args.reauth_window, "/reauth");
+        let auth = match &public_url {
+            Some(url) => auth.public_url(url.clone()),
+            None => auth,
+        };
+        let auth = auth
             .build()
             // A bad trusted origin and the like: a usage error at start-up.
             .map_err(|e| Failure::usage(e.to_string()))?;
         auth.sessions().spawn_sweeper();
 
-        let listener = tokio::net::TcpListener::bind(args.bind)
-            .await
-            .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.bind)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Failure::runtime(e.to_string()))?;
         let app = Arc::new(App {
             auth,
             users,

@@ -79,6 +79,12 @@ fn exists(name: &str, taken_by: &str) -> Failure {
     ))
 }
 
+fn email_taken(email: &str) -> Failure {
+    Failure::runtime(format!(
+        "the address {email} belongs to another user; remove it there first"
+    ))
+}
+
 fn last_admin(name: &str, what: &str) -> Failure {
     Failure::runtime(format!(
         "{name:?} is the last admin; make another user admin first, or pass --force to {what} them anyway"
@@ -144,6 +150,7 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
             name,
             role,
             password_stdin,
+            email,
             stores,
             policy,
         } => {
@@ -158,13 +165,61 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
             if let Some(other) = users.find(&name).await.map_err(db)? {
                 return Err(exists(&name, &other.username));
             }
+            if let Some(email) = &email {
+                if users.by_email(email).await.map_err(db)?.is_some() {
+                    return Err(email_taken(email));
+                }
+            }
             let hash = new_hash(&name, password_stdin, &policy).await?;
-            match users.add(&name, &hash, &role).await {
-                Ok(_) => {}
+            let user = match users.add(&name, &hash, &role).await {
+                Ok(user) => user,
                 Err(UsersError::Exists(_)) => return Err(exists(&name, &name)),
                 Err(e) => return Err(db(e)),
+            };
+            if let Some(email) = &email {
+                if !users.set_email(&user.id, Some(email), true).await.map_err(db)? {
+                    return Err(email_taken(email));
+                }
             }
             println!("added user {name} with role {role}");
+        }
+        UserCommand::SetEmail {
+            name,
+            email,
+            stores,
+        } => {
+            let users = users(&stores)?;
+            let user = users.get(&name).await.map_err(db)?;
+            if !users.set_email(&user.id, Some(&email), true).await.map_err(db)? {
+                return Err(email_taken(&email));
+            }
+            println!("{name}'s email address is now {email} (verified)");
+        }
+        UserCommand::ResetLink {
+            name,
+            ttl,
+            public_url,
+            stores,
+        } => {
+            let user = users(&stores)?.get(&name).await.map_err(db)?;
+            if stores.sessions_url() == "memory" {
+                return Err(Failure::runtime(
+                    "reset links live in the session store, and a memory store is inside the server: \
+                     use the admin dashboard's \"Send reset link\", or run the server with a shared --sessions store",
+                ));
+            }
+            let store = sessions(&stores).await?;
+            let token = latchkey::recovery::issue_reset_token(store.as_ref(), &user, ttl)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            eprintln!(
+                "one-time link for {name}, valid for {}:",
+                humantime::format_duration(ttl)
+            );
+            println!(
+                "{}",
+                latchkey::recovery::link(&public_url, "/password/reset", &token)
+            );
         }
         UserCommand::List { stores } => {
             let list = users(&stores)?.list().await.map_err(db)?;

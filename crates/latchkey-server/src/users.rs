@@ -48,6 +48,14 @@ const MIGRATIONS: &[Step] = &[
     Step::FillUsernameKeys,
     // Raised whenever all the user's sessions must end; sessions carry it.
     Step::AddColumn("session_version", "BIGINT NOT NULL DEFAULT 0"),
+    // An optional address for recovery mail: unique by its lower-case key.
+    Step::AddColumn("email", "TEXT"),
+    Step::AddColumn("email_key", "TEXT"),
+    Step::Sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS latchkey_users_email_key \
+         ON latchkey_users (email_key)",
+    ),
+    Step::AddColumn("email_verified", "BIGINT NOT NULL DEFAULT 0"),
 ];
 
 enum Step {
@@ -70,6 +78,10 @@ pub struct User {
     pub last_login_at: Option<i64>,
     /// Raised whenever all the user's sessions must end; sessions carry it.
     pub session_version: i64,
+    /// Address for recovery mail, if any.
+    pub email: Option<String>,
+    /// Confirmed by a link, or set by an admin.
+    pub email_verified: bool,
 }
 
 impl AuthUser for User {
@@ -87,6 +99,12 @@ impl AuthUser for User {
     }
     fn session_version(&self) -> u64 {
         self.session_version.max(0) as u64
+    }
+    fn email(&self) -> Option<&str> {
+        self.email.as_deref()
+    }
+    fn email_verified(&self) -> bool {
+        self.email_verified
     }
 }
 
@@ -133,6 +151,8 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         last_login_at: row.try_get("last_login_at")?,
         session_version: row.try_get("session_version")?,
+        email: row.try_get("email")?,
+        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
     })
 }
 
@@ -392,6 +412,8 @@ impl Users {
                 created_at: now_ms(),
                 last_login_at: None,
                 session_version: 0,
+                email: None,
+                email_verified: false,
             };
             // No conflict target: a clash on the name or on its key is
             // the same "taken".
@@ -539,6 +561,56 @@ impl Users {
         self.write(sql, &[user_id]).await.map(drop)
     }
 
+    /// The user whose address is `email`, compared case-insensitively.
+    pub async fn by_email(&self, email: &str) -> Result<Option<User>, UsersError> {
+        let key = email.trim().to_lowercase();
+        self.bounded(async {
+            let pool = self.pool().await?;
+            let row = sqlx::query("SELECT * FROM latchkey_users WHERE email_key = $1")
+                .bind(key)
+                .fetch_optional(pool)
+                .await
+                .map_err(self.db())?;
+            row.as_ref()
+                .map(user_from_row)
+                .transpose()
+                .map_err(self.db())
+        })
+        .await
+    }
+
+    /// Sets (or with `None` removes) the user's address; `false` when
+    /// another user has it (the unique index decides, so racing claims
+    /// cannot both win).
+    pub async fn set_email(
+        &self,
+        user_id: &str,
+        email: Option<&str>,
+        verified: bool,
+    ) -> Result<bool, UsersError> {
+        let email = email.map(str::trim);
+        let key = email.map(str::to_lowercase);
+        self.bounded(async {
+            let pool = self.pool().await?;
+            let done = sqlx::query(
+                "UPDATE latchkey_users SET email = $2, email_key = $3, email_verified = $4 \
+                 WHERE id = $1",
+            )
+            .bind(user_id)
+            .bind(email)
+            .bind(key)
+            .bind(i64::from(verified && email.is_some()))
+            .execute(pool)
+            .await;
+            match done {
+                Ok(_) => Ok(true),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+                Err(e) => Err(self.db()(e)),
+            }
+        })
+        .await
+    }
+
     pub async fn touch_login(&self, user_id: &str) -> Result<(), UsersError> {
         self.bounded(async {
             let pool = self.pool().await?;
@@ -591,6 +663,19 @@ impl UserBackend for Users {
         let sql =
             "UPDATE latchkey_users SET password_hash = $2 WHERE id = $1 AND password_hash = $3";
         Ok(self.write(sql, &[user_id, new, old]).await? > 0)
+    }
+
+    async fn find_by_email(&self, email: &str) -> Result<Option<User>, BackendError> {
+        Ok(self.by_email(email).await?)
+    }
+
+    async fn set_email(
+        &self,
+        user_id: &str,
+        email: Option<&str>,
+        verified: bool,
+    ) -> Result<bool, BackendError> {
+        Ok(Users::set_email(self, user_id, email, verified).await?)
     }
 }
 

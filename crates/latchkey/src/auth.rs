@@ -153,6 +153,16 @@ impl Config {
         self.timeouts
     }
 
+    /// How long mailed links work.
+    pub fn link_ttl(&self) -> Duration {
+        self.recovery.link_ttl
+    }
+
+    /// How long a sign-in or re-authentication counts as recent.
+    pub fn reauth_window(&self) -> Duration {
+        self.recovery.reauth_window
+    }
+
     /// Whether cookies are `Secure` and HSTS is sent.
     pub fn is_secure(&self) -> bool {
         self.secure
@@ -204,7 +214,7 @@ pub(crate) struct Inner {
     throttle: Throttle,
     cookies: CookieConfig,
     touching: std::sync::Mutex<std::collections::HashSet<TokenHash>>,
-    users: Option<Arc<UserCheck>>,
+    pub(crate) users: Option<Arc<UserCheck>>,
     sessions: Sessions,
     cross_origin: CsrfLayer<RejectFn>,
     pub(crate) mailer: Option<Arc<dyn crate::mail::Mailer>>,

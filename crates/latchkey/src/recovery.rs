@@ -240,6 +240,24 @@ impl Latchkey {
         }
     }
 
+    /// The signed-in user's address and whether it is verified, from the
+    /// same short-lived per-user cache the session checks use (at most a
+    /// millisecond old), so a profile page costs no extra backend read.
+    ///
+    /// # Errors
+    /// [`Error`] when the user backend cannot be reached (or none was given).
+    pub async fn email_of(&self, user_id: &str) -> Result<(Option<Arc<str>>, bool), Error> {
+        let users = self
+            .0
+            .users
+            .as_ref()
+            .ok_or_else(|| Error::Backend("email addresses need Builder::users".into()))?;
+        Ok(users
+            .state(user_id)
+            .await?
+            .map_or((None, false), |s| (s.email, s.email_verified)))
+    }
+
     /// "Forgot password": counts the request per client address and per
     /// target address (429 past either), then answers at once; the lookup
     /// and the mail happen in the background, so the answer and its time
@@ -512,6 +530,7 @@ impl Latchkey {
             .set_email(&ticket.user, Some(&email), true)
             .await
             .map_err(|e| Error::Backend(e.to_string()))?;
+        self.forget_user(&ticket.user);
         if !set {
             return Err(RecoveryError::EmailTaken);
         }

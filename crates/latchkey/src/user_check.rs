@@ -29,6 +29,8 @@ const CAPACITY: usize = 100_000;
 pub(crate) struct UserState {
     pub(crate) version: u64,
     pub(crate) role: Arc<str>,
+    pub(crate) email: Option<Arc<str>>,
+    pub(crate) email_verified: bool,
 }
 
 /// A user as sign-in and the checks see them, whatever the app's type.
@@ -150,6 +152,8 @@ impl UserCheck {
             .map(|a| UserState {
                 version: a.version,
                 role: a.role.into(),
+                email: a.email.map(Into::into),
+                email_verified: a.email_verified,
             });
         if self.changes.load(Ordering::Acquire) == changes {
             self.seen.insert(user_id.to_owned(), (asked, state.clone()));

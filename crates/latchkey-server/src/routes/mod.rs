@@ -3,12 +3,14 @@
 //! and one file per method (or per action below it) holds each handler.
 
 pub mod admin;
+pub mod email;
 pub mod health;
 pub mod home;
 pub mod login;
 pub mod logout;
 pub mod password;
 pub mod profile;
+pub mod reauth;
 pub mod sessions;
 pub mod setup;
 pub mod signup;

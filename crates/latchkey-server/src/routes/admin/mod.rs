@@ -42,6 +42,22 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminUser {
     }
 }
 
+/// A signed-in admin who signed in or re-authenticated within the
+/// re-authentication window: every admin action that changes something.
+pub struct RecentAdmin(pub CurrentUser);
+
+impl<S: Send + Sync> FromRequestParts<S> for RecentAdmin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let AdminUser(admin) = AdminUser::from_request_parts(parts, state).await?;
+        latchkey::Recent::<CurrentUser>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(RecentAdmin(admin))
+    }
+}
+
 /// The dashboard, with `error` above the list when an action was refused.
 async fn page(
     app: &AppState,
@@ -57,6 +73,7 @@ async fn page(
         .map(|u| UserRow {
             last_login: u.last_login_at.map(when).unwrap_or_else(|| "never".into()),
             is_self: u.id == user.user_id(),
+            has_email: u.email.is_some(),
             username: u.username,
             role: u.role,
         })
@@ -68,6 +85,7 @@ async fn page(
         users,
         error,
         min_len: app.auth.policy().min_chars,
+        mail: app.auth.mail_enabled(),
     };
     Ok(render(status, page))
 }

@@ -29,6 +29,7 @@ fn login_page(
     let page = LoginPage {
         nav: user.and_then(Nav::of),
         signup: app.allow_signup,
+        forgot: app.auth.mail_enabled(),
         csrf,
         error,
         username,

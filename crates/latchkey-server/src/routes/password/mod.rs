@@ -1,7 +1,10 @@
-//! `/password`: the form, and changing one's own password.
+//! `/password`: the form, and changing one's own password; and
+//! `/password/forgot`, `/password/reset`: recovery by mailed link.
 
+mod forgot;
 mod get;
 mod post;
+mod reset;
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -13,7 +16,13 @@ use crate::app::AppState;
 use crate::pages::{render, Nav, PasswordPage};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/password", routing::get(get::get).post(post::post))
+    Router::new()
+        .route("/password", routing::get(get::get).post(post::post))
+        .route(
+            "/password/forgot",
+            routing::get(forgot::get).post(forgot::post),
+        )
+        .route("/password/reset", routing::get(reset::get).post(reset::post))
 }
 
 /// The form, with `error` above it when a change was refused.

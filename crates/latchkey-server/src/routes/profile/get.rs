@@ -8,9 +8,16 @@ use axum::Json;
 use latchkey::CurrentUser;
 
 use crate::app::AppState;
+use crate::error::ApiError;
 use crate::pages::{render, when, Nav, ProfilePage};
 
-pub async fn get(State(app): State<AppState>, headers: HeaderMap, user: CurrentUser) -> Response {
+pub async fn get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    user: CurrentUser,
+) -> Result<Response, ApiError> {
+    // From the per-user cache the session check just filled: no extra read.
+    let (email, email_verified) = app.auth.email_of(user.user_id()).await?;
     if wants_html(&headers) {
         let s = user.session();
         let t = app.auth.config().session_timeouts();
@@ -21,13 +28,19 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap, user: CurrentU
             started: when(s.created_at),
             idle: humantime::format_duration(t.idle()).to_string(),
             ends: when(s.created_at + t.absolute().as_millis() as i64),
+            email: email.as_deref().map(str::to_owned),
+            email_verified,
+            mail: app.auth.mail_enabled(),
+            csrf: user.csrf_token().to_owned(),
         };
-        return render(StatusCode::OK, page);
+        return Ok(render(StatusCode::OK, page));
     }
-    Json(serde_json::json!({
+    Ok(Json(serde_json::json!({
         "message": format!("Welcome to your profile, {}!", user.username()),
         "username": user.username(),
         "role": user.role(),
+        "email": email.as_deref(),
+        "email_verified": email_verified,
     }))
-    .into_response()
+    .into_response())
 }

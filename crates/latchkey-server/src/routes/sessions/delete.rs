@@ -13,10 +13,11 @@ use crate::error::ApiError;
 
 pub async fn delete(
     State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match end(&app, &user, &id).await? {
+    match end(&app, &user, &id, crate::error::wants_html(&headers)).await? {
         None => Ok(detail(StatusCode::NOT_FOUND, "Session not found")),
         Some(true) => Ok(signed_out(&app, StatusCode::NO_CONTENT.into_response())),
         Some(false) => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -26,8 +26,22 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// Ends one of the caller's sessions; `None` when it is not theirs.
-async fn end(app: &AppState, user: &CurrentUser, id: &str) -> Result<Option<bool>, ApiError> {
+/// Ends one of the caller's sessions; `None` when it is not theirs. Ending
+/// another session needs recent authentication (a thief with a stolen
+/// cookie must not sign the owner out); ending this one is a sign-out.
+async fn end(
+    app: &AppState,
+    user: &CurrentUser,
+    id: &str,
+    html: bool,
+) -> Result<Option<bool>, ApiError> {
+    if id != user.session_id() && !app.auth.is_recent(user.session()).await? {
+        return Err(ApiError::Rejected(
+            latchkey::extract::AuthRejection::ReauthRequired {
+                redirect: html.then(|| "/reauth?next=%2Fsessions".to_owned()),
+            },
+        ));
+    }
     if !app.auth.sessions().end(user.user_id(), id).await? {
         return Ok(None);
     }

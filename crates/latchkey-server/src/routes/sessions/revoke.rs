@@ -15,11 +15,12 @@ use crate::routes::{see_other, Empty};
 
 pub async fn revoke(
     State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
     user: CurrentUser,
     Path(id): Path<String>,
     _: Input<Empty>,
 ) -> Result<Response, ApiError> {
-    match end(&app, &user, &id).await? {
+    match end(&app, &user, &id, crate::error::wants_html(&headers)).await? {
         None => Ok(detail(StatusCode::NOT_FOUND, "Session not found")),
         Some(true) => Ok(flash::set(
             &app,

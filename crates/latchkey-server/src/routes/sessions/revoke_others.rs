@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use latchkey::body::Input;
-use latchkey::CurrentUser;
+use latchkey::Recent;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -16,7 +16,7 @@ use crate::routes::{see_other, Empty};
 pub async fn revoke_others(
     State(app): State<AppState>,
     headers: HeaderMap,
-    user: CurrentUser,
+    Recent(user): Recent,
     _: Input<Empty>,
 ) -> Result<Response, ApiError> {
     let n = app

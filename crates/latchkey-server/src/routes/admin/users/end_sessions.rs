@@ -10,13 +10,13 @@ use super::{done, end_all};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::flash::Flash;
-use crate::routes::admin::AdminUser;
+use crate::routes::admin::RecentAdmin;
 use crate::routes::Empty;
 
 pub async fn end_sessions(
     State(app): State<AppState>,
     headers: HeaderMap,
-    AdminUser(admin): AdminUser,
+    RecentAdmin(admin): RecentAdmin,
     Path(name): Path<String>,
     _: Input<Empty>,
 ) -> Result<Response, ApiError> {

@@ -4,6 +4,7 @@
 mod end_sessions;
 mod password;
 mod remove;
+mod reset_link;
 mod role;
 
 use crate::error::wants_html;
@@ -30,6 +31,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/admin/users/{name}/password",
             routing::post(password::reset_password),
+        )
+        .route(
+            "/admin/users/{name}/reset-link",
+            routing::post(reset_link::send_reset_link),
         )
 }
 

@@ -12,7 +12,7 @@ use super::{done, end_all, refused};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::flash::Flash;
-use crate::routes::admin::AdminUser;
+use crate::routes::admin::RecentAdmin;
 
 #[derive(Deserialize)]
 pub struct ResetBody {
@@ -24,7 +24,7 @@ pub struct ResetBody {
 pub async fn reset_password(
     State(app): State<AppState>,
     headers: HeaderMap,
-    AdminUser(admin): AdminUser,
+    RecentAdmin(admin): RecentAdmin,
     Path(name): Path<String>,
     Input(body): Input<ResetBody>,
 ) -> Result<Response, ApiError> {
@@ -58,6 +58,7 @@ pub async fn reset_password(
     let n = end_all(&app, &user.id).await?;
     app.metrics.sessions_revoked.inc_by(n);
     tracing::info!(target: "latchkey::audit", event = "password_reset", by = admin.username(), username = %name, sessions_ended = n);
+    app.auth.password_changed_notice(&user.id).await;
     Ok(done(
         &app,
         &headers,

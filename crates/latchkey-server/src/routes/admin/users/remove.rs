@@ -10,14 +10,14 @@ use super::{done, end_all, last_admin, refused};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::flash::Flash;
-use crate::routes::admin::AdminUser;
+use crate::routes::admin::RecentAdmin;
 use crate::routes::Empty;
 use crate::users::Change;
 
 pub async fn remove(
     State(app): State<AppState>,
     headers: HeaderMap,
-    AdminUser(admin): AdminUser,
+    RecentAdmin(admin): RecentAdmin,
     Path(name): Path<String>,
     _: Input<Empty>,
 ) -> Result<Response, ApiError> {

@@ -11,7 +11,7 @@ use super::{done, last_admin, refused};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::flash::Flash;
-use crate::routes::admin::AdminUser;
+use crate::routes::admin::RecentAdmin;
 use crate::users::Change;
 
 #[derive(Deserialize)]
@@ -22,7 +22,7 @@ pub struct RoleBody {
 pub async fn set_role(
     State(app): State<AppState>,
     headers: HeaderMap,
-    AdminUser(admin): AdminUser,
+    RecentAdmin(admin): RecentAdmin,
     Path(name): Path<String>,
     Input(body): Input<RoleBody>,
 ) -> Result<Response, ApiError> {
