@@ -16,6 +16,7 @@ mod connections;
 mod hardening;
 mod multi_instance;
 mod outage;
+mod recovery;
 mod security;
 mod session_rules;
 mod stores;

@@ -179,7 +179,7 @@ async fn sqlite_sessions_survive_a_restart() {
         get_json(&s2, "/profile", &cookie).await,
         (
             200,
-            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin"})
+            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin", "email": null, "email_verified": false})
         )
     );
     assert_eq!(get_json(&s2, "/admin", &cookie).await.0, 200);
