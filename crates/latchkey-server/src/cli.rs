@@ -287,7 +287,10 @@ pub fn parse_public_url(text: &str) -> Result<String, String> {
         && url.query().is_none()
         && url.fragment().is_none();
     if !ok {
-        return Err("a public URL is http(s)://HOST[:PORT][/PATH], without credentials, query or fragment".into());
+        return Err(
+            "a public URL is http(s)://HOST[:PORT][/PATH], without credentials, query or fragment"
+                .into(),
+        );
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }

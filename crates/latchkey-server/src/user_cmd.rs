@@ -177,7 +177,11 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
                 Err(e) => return Err(db(e)),
             };
             if let Some(email) = &email {
-                if !users.set_email(&user.id, Some(email), true).await.map_err(db)? {
+                if !users
+                    .set_email(&user.id, Some(email), true)
+                    .await
+                    .map_err(db)?
+                {
                     return Err(email_taken(email));
                 }
             }
@@ -190,7 +194,11 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
         } => {
             let users = users(&stores)?;
             let user = users.get(&name).await.map_err(db)?;
-            if !users.set_email(&user.id, Some(&email), true).await.map_err(db)? {
+            if !users
+                .set_email(&user.id, Some(&email), true)
+                .await
+                .map_err(db)?
+            {
                 return Err(email_taken(&email));
             }
             println!("{name}'s email address is now {email} (verified)");

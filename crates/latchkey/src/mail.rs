@@ -98,7 +98,7 @@ impl Mail {
 
 fn minutes(d: Duration) -> String {
     let m = d.as_secs().div_ceil(60).max(1);
-    if m % 60 == 0 {
+    if m.is_multiple_of(60) {
         let h = m / 60;
         format!("{h} hour{}", if h == 1 { "" } else { "s" })
     } else {
@@ -135,6 +135,9 @@ mod tests {
             .lines()
             .any(|l| l == "https://x.example/password/reset?token=abc"));
         assert!(mail.text().contains("15 minutes"));
-        assert_eq!(mail.link(), Some("https://x.example/password/reset?token=abc"));
+        assert_eq!(
+            mail.link(),
+            Some("https://x.example/password/reset?token=abc")
+        );
     }
 }

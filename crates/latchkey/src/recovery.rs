@@ -267,7 +267,11 @@ impl Latchkey {
     /// [`RecoveryError::MailOff`] without a mailer, [`RecoveryError::BadEmail`],
     /// [`RecoveryError::Throttled`], [`RecoveryError::Unavailable`] when the
     /// counters cannot be reached.
-    pub async fn forgot_password(&self, email: &str, meta: &RequestMeta) -> Result<(), RecoveryError> {
+    pub async fn forgot_password(
+        &self,
+        email: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), RecoveryError> {
         self.mailer()?;
         let email = normalize_email(email).ok_or(RecoveryError::BadEmail)?;
         let target = email.to_lowercase();
@@ -412,7 +416,10 @@ impl Latchkey {
             return Err(RecoveryError::InvalidLink);
         }
         let backend = |e: crate::user::BackendError| Error::Backend(e.to_string());
-        users.change_hash(&account.id, &hash).await.map_err(backend)?;
+        users
+            .change_hash(&account.id, &hash)
+            .await
+            .map_err(backend)?;
         self.forget_user(&account.id);
         self.store().delete_user(&account.id, None).await?;
         if let Some(email) = account.email.as_deref().filter(|_| !account.email_verified) {
@@ -612,12 +619,22 @@ mod tests {
             Some("Alice@Example.com")
         );
         for bad in [
-            "", "alice", "@example.com", "alice@", "a@b", "a b@example.com", "a@@example.com",
-            "a@example.com\n", "a@.example.com",
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "a@b",
+            "a b@example.com",
+            "a@@example.com",
+            "a@example.com\n",
+            "a@.example.com",
         ] {
             assert_eq!(normalize_email(bad), None, "{bad:?}");
         }
-        assert_eq!(normalize_email(&format!("{}@example.com", "a".repeat(250))), None);
+        assert_eq!(
+            normalize_email(&format!("{}@example.com", "a".repeat(250))),
+            None
+        );
     }
 
     #[test]

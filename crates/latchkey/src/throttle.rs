@@ -215,7 +215,11 @@ impl Throttle {
     /// address and per target address, each allowed the per-(username,
     /// address) limit within the window, so neither one client nor many
     /// can flood one inbox. `Some(wait)` past either limit.
-    pub async fn mail_request(&self, ip: &str, target: &str) -> Result<Option<Duration>, StoreError> {
+    pub async fn mail_request(
+        &self,
+        ip: &str,
+        target: &str,
+    ) -> Result<Option<Duration>, StoreError> {
         let c = &self.config;
         let by_ip = format!("ml:a:{}", digest(&[&address_bucket(ip)]));
         let by_target = format!("ml:t:{}", digest(&[target]));

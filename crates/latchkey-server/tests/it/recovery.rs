@@ -11,7 +11,12 @@ const NEW_PASSWORD: &str = "quartz lantern meadow bicycle";
 
 /// The link `latchkey user reset-link` prints, and its token.
 fn reset_link(s: &impl Target, name: &str, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["reset-link", name, "--public-url", "https://login.example.com/"];
+    let mut args = vec![
+        "reset-link",
+        name,
+        "--public-url",
+        "https://login.example.com/",
+    ];
     args.extend_from_slice(extra);
     let out = s.cli(&args, None);
     assert!(
@@ -30,7 +35,9 @@ fn reset_link(s: &impl Target, name: &str, extra: &[&str]) -> (String, String) {
 
 async fn reset(s: &TestApp, token: &str, password: &str) -> (u16, serde_json::Value) {
     let body = json!({ "token": token, "new_password": password });
-    let res = s.send(client().post(s.url("/password/reset")).json(&body)).await;
+    let res = s
+        .send(client().post(s.url("/password/reset")).json(&body))
+        .await;
     assert!(
         set_cookie(&res, s.cookie_name()).is_none(),
         "a reset signs nobody in"
@@ -38,7 +45,12 @@ async fn reset(s: &TestApp, token: &str, password: &str) -> (u16, serde_json::Va
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
-async fn pj(s: &TestApp, path: &str, cookie: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+async fn pj(
+    s: &TestApp,
+    path: &str,
+    cookie: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     post_json(s, path, Some(cookie), body.clone()).await
 }
 
@@ -73,9 +85,16 @@ async fn a_printed_reset_link_works_once_and_ends_every_session() {
         reset(&s, &token, NEW_PASSWORD).await,
         (200, json!({"message": "Password changed."}))
     );
-    assert_eq!(get_json(&s, "/profile", &session).await.0, 401, "sessions end");
+    assert_eq!(
+        get_json(&s, "/profile", &session).await.0,
+        401,
+        "sessions end"
+    );
     let gone = (400, json!({"detail": "Invalid or expired link"}));
-    assert_eq!(reset(&s, &token, "another fine passphrase here").await, gone);
+    assert_eq!(
+        reset(&s, &token, "another fine passphrase here").await,
+        gone
+    );
     assert_eq!(link_state(&s, &token).await, gone);
     assert_eq!(sign_in(&s, "alice", PASSWORD).await.status(), 401);
     assert_eq!(sign_in(&s, "alice", NEW_PASSWORD).await.status(), 200);
@@ -93,17 +112,34 @@ async fn links_die_with_a_password_change_with_time_and_when_unknown() {
     let body = json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD});
     assert_eq!(pj(&s, "/password", &cookie, &body).await.0, 200);
     assert_eq!(link_state(&s, &token).await, gone);
-    assert_eq!(reset(&s, &token, "another fine passphrase here").await, gone);
+    assert_eq!(
+        reset(&s, &token, "another fine passphrase here").await,
+        gone
+    );
 
     // --ttl: dead after its time.
     let (_, token) = reset_link(&s, "alice", &["--ttl", "1s"]);
     assert_eq!(link_state(&s, &token).await.0, 200);
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    assert_eq!(reset(&s, &token, "another fine passphrase here").await, gone);
+    assert_eq!(
+        reset(&s, &token, "another fine passphrase here").await,
+        gone
+    );
 
     // Made-up and hostile tokens: the same 400, never a 5xx.
-    for bad in ["", "nope", &"A".repeat(43), &"x".repeat(5000), "%00%0d%0a", "../../etc"] {
-        assert_eq!(reset(&s, bad, "another fine passphrase here").await, gone, "{bad:?}");
+    for bad in [
+        "",
+        "nope",
+        &"A".repeat(43),
+        &"x".repeat(5000),
+        "%00%0d%0a",
+        "../../etc",
+    ] {
+        assert_eq!(
+            reset(&s, bad, "another fine passphrase here").await,
+            gone,
+            "{bad:?}"
+        );
         assert_eq!(link_state(&s, bad).await.0, 400, "{bad:?}");
     }
 }
@@ -144,10 +180,20 @@ async fn two_resets_racing_on_one_link_change_the_password_once() {
 async fn addresses_from_the_cli_show_on_the_profile_and_are_unique() {
     let s = TestApp::spawn(Options::default()).await;
     let out = s.cli(
-        &["add", "alice", "--email", "Alice@Example.com", "--password-stdin"],
+        &[
+            "add",
+            "alice",
+            "--email",
+            "Alice@Example.com",
+            "--password-stdin",
+        ],
         Some(&format!("{PASSWORD}\n")),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.add_user("bob", "user");
     let alice = login(&s, "alice", PASSWORD).await;
     let (status, body) = get_json(&s, "/profile", &alice).await;
@@ -156,7 +202,10 @@ async fn addresses_from_the_cli_show_on_the_profile_and_are_unique() {
     assert_eq!(body["email_verified"], true);
     let bob = login(&s, "bob", PASSWORD).await;
     let (_, body) = get_json(&s, "/profile", &bob).await;
-    assert_eq!((body["email"].clone(), body["email_verified"].clone()), (json!(null), json!(false)));
+    assert_eq!(
+        (body["email"].clone(), body["email_verified"].clone()),
+        (json!(null), json!(false))
+    );
 
     // Case-insensitively unique: exit 1 naming the clash.
     let out = s.cli(&["set-email", "bob", "alice@EXAMPLE.com"], None);
@@ -177,13 +226,19 @@ async fn without_mail_the_mailed_routes_are_not_found() {
     let s = TestApp::spawn(Options::default()).await;
     s.add_user("alice", "user");
     let res = s
-        .send(client().post(s.url("/password/forgot")).json(&json!({"email": "a@example.com"})))
+        .send(
+            client()
+                .post(s.url("/password/forgot"))
+                .json(&json!({"email": "a@example.com"})),
+        )
         .await;
     assert_eq!(res.status(), 404);
     assert!(res.json::<serde_json::Value>().await.unwrap()["detail"].is_string());
     let alice = login(&s, "alice", PASSWORD).await;
     assert_eq!(
-        pj(&s, "/email", &alice, &json!({"email": "a@example.com"})).await.0,
+        pj(&s, "/email", &alice, &json!({"email": "a@example.com"}))
+            .await
+            .0,
         404
     );
     // The sign-in page offers no "Forgot your password?" it cannot keep.
@@ -215,9 +270,15 @@ async fn sensitive_actions_need_recent_authentication() {
     assert_eq!(pj(&s, end_bob, &alice, &json!({})).await.0, 200);
 
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    let reauth = (403, json!({"detail": "Re-authentication required", "reauth": true}));
+    let reauth = (
+        403,
+        json!({"detail": "Re-authentication required", "reauth": true}),
+    );
     assert_eq!(pj(&s, end_bob, &alice, &json!({})).await, reauth);
-    assert_eq!(pj(&s, "/sessions/revoke-others", &alice, &json!({})).await, reauth);
+    assert_eq!(
+        pj(&s, "/sessions/revoke-others", &alice, &json!({})).await,
+        reauth
+    );
     let (_, sessions) = get_json(&s, "/sessions", &alice).await;
     let other_id = sessions
         .as_array()
@@ -230,7 +291,11 @@ async fn sensitive_actions_need_recent_authentication() {
         .to_owned();
     let res = delete(&s, &format!("/sessions/{other_id}"), &alice).await;
     assert_eq!(res.status(), 403);
-    assert_eq!(get_json(&s, "/profile", &other).await.0, 200, "nothing ended");
+    assert_eq!(
+        get_json(&s, "/profile", &other).await.0,
+        200,
+        "nothing ended"
+    );
     // Viewing needs none; ending one's own session (a sign-out) needs none.
     assert_eq!(get_json(&s, "/admin", &alice).await.0, 200);
 
@@ -248,14 +313,25 @@ async fn sensitive_actions_need_recent_authentication() {
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/reauth?next=%2Fadmin");
 
-    let wrong = pj(&s, "/reauth", &alice, &json!({"password": "not the password at all"})).await;
+    let wrong = pj(
+        &s,
+        "/reauth",
+        &alice,
+        &json!({"password": "not the password at all"}),
+    )
+    .await;
     assert_eq!(wrong, (403, json!({"detail": "Invalid credentials"})));
     assert_eq!(
         pj(&s, "/reauth", &alice, &json!({"password": PASSWORD})).await,
         (200, json!({"message": "Confirmed."}))
     );
     assert_eq!(pj(&s, end_bob, &alice, &json!({})).await.0, 200);
-    assert_eq!(delete(&s, &format!("/sessions/{other_id}"), &alice).await.status(), 204);
+    assert_eq!(
+        delete(&s, &format!("/sessions/{other_id}"), &alice)
+            .await
+            .status(),
+        204
+    );
     assert_eq!(get_json(&s, "/profile", &other).await.0, 401);
 }
 
@@ -265,7 +341,13 @@ async fn reauth_is_throttled_like_sign_ins() {
     s.add_user("alice", "user");
     let alice = login(&s, "alice", PASSWORD).await;
     for _ in 0..5 {
-        let r = pj(&s, "/reauth", &alice, &json!({"password": "wrong wrong wrong wrong"})).await;
+        let r = pj(
+            &s,
+            "/reauth",
+            &alice,
+            &json!({"password": "wrong wrong wrong wrong"}),
+        )
+        .await;
         assert_eq!(r.0, 403);
     }
     let res = client()

@@ -140,8 +140,12 @@ macro_rules! store_suite {
             let Some(s) = $make.await else { return };
             let key = format!("suite:{}", $crate::SessionToken::generate().as_str());
             assert_eq!(s.get_ticket(&key).await.unwrap(), None);
-            s.put_ticket(&key, "v1", Duration::from_secs(60)).await.unwrap();
-            s.put_ticket(&key, "v2", Duration::from_secs(60)).await.unwrap();
+            s.put_ticket(&key, "v1", Duration::from_secs(60))
+                .await
+                .unwrap();
+            s.put_ticket(&key, "v2", Duration::from_secs(60))
+                .await
+                .unwrap();
             assert_eq!(s.get_ticket(&key).await.unwrap().as_deref(), Some("v2"));
             assert_eq!(s.get_ticket(&key).await.unwrap().as_deref(), Some("v2"));
             // Takers racing: exactly one gets the value.
@@ -167,7 +171,9 @@ macro_rules! store_suite {
         async fn an_expired_ticket_is_neither_read_nor_taken() {
             let Some(s) = $make.await else { return };
             let key = format!("suite:{}", $crate::SessionToken::generate().as_str());
-            s.put_ticket(&key, "v", Duration::from_millis(30)).await.unwrap();
+            s.put_ticket(&key, "v", Duration::from_millis(30))
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(80)).await;
             assert_eq!(s.get_ticket(&key).await.unwrap(), None);
             assert_eq!(s.take_ticket(&key).await.unwrap(), None);

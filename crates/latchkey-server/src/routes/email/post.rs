@@ -25,7 +25,11 @@ pub async fn post(
     Recent(user): Recent,
     Input(body): Input<EmailBody>,
 ) -> Response {
-    match app.auth.request_email_change(user.session(), &body.email).await {
+    match app
+        .auth
+        .request_email_change(user.session(), &body.email)
+        .await
+    {
         Ok(()) if wants_html(&headers) => {
             flash::set(&app, see_other("/profile"), Flash::EmailLinkSent)
         }

@@ -40,7 +40,11 @@ pub async fn get(
         return Ok(Json(serde_json::json!({ "valid": true })).into_response());
     }
     let (csrf, cookie) = app.auth.form_token(&headers, user.as_ref());
-    let status = if valid { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let status = if valid {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     let page = VerifyEmailPage {
         nav: user.as_ref().and_then(Nav::of),
         csrf,

@@ -50,8 +50,10 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
         return RecoveryError::MailOff.into_response();
     }
     if !wants_html(&headers) {
-        return Json(serde_json::json!({ "message": "POST email to get a password-reset link by mail." }))
-            .into_response();
+        return Json(
+            serde_json::json!({ "message": "POST email to get a password-reset link by mail." }),
+        )
+        .into_response();
     }
     page(&app, &headers, StatusCode::OK, String::new(), None, false)
 }
@@ -64,7 +66,14 @@ pub async fn post(
 ) -> Response {
     let html = wants_html(&headers);
     match app.auth.forgot_password(&body.email, &meta).await {
-        Ok(()) if html => page(&app, &headers, StatusCode::ACCEPTED, String::new(), None, true),
+        Ok(()) if html => page(
+            &app,
+            &headers,
+            StatusCode::ACCEPTED,
+            String::new(),
+            None,
+            true,
+        ),
         Ok(()) => (
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "message": SENT })),
@@ -75,7 +84,14 @@ pub async fn post(
                 RecoveryError::BadEmail => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::TOO_MANY_REQUESTS,
             };
-            let mut res = page(&app, &headers, status, body.email, Some(e.to_string()), false);
+            let mut res = page(
+                &app,
+                &headers,
+                status,
+                body.email,
+                Some(e.to_string()),
+                false,
+            );
             if let RecoveryError::Throttled { retry_after } = e {
                 res.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,

@@ -22,7 +22,10 @@ pub fn router() -> Router<AppState> {
             "/password/forgot",
             routing::get(forgot::get).post(forgot::post),
         )
-        .route("/password/reset", routing::get(reset::get).post(reset::post))
+        .route(
+            "/password/reset",
+            routing::get(reset::get).post(reset::post),
+        )
 }
 
 /// The form, with `error` above it when a change was refused.

@@ -57,7 +57,11 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let valid = app.auth.reset_link_valid(&q.token).await?;
     if wants_html(&headers) {
-        let status = if valid { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+        let status = if valid {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        };
         return Ok(page(&app, &headers, status, q.token, valid, None));
     }
     if !valid {
