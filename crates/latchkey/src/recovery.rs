@@ -626,7 +626,7 @@ mod tests {
             "a@b",
             "a b@example.com",
             "a@@example.com",
-            "a@example.com\n",
+            "a@exa\u{7}mple.com",
             "a@.example.com",
         ] {
             assert_eq!(normalize_email(bad), None, "{bad:?}");
