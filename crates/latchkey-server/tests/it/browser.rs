@@ -905,3 +905,59 @@ async fn sign_up_over_http_follows_the_flag_and_the_rules() {
     assert_eq!(body["role"], "user", "sign-up never makes an admin");
     assert_eq!(support::get_json(&on, "/admin", &me).await.0, 403);
 }
+
+#[tokio::test]
+async fn a_reset_link_shows_a_form_and_reauth_brings_an_admin_back() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let s = dev_server(&["--reauth-window", "1s"]);
+    s.add_user("alice", "admin");
+    s.add_user("bob", "user");
+
+    // bob follows a link the CLI printed; opening it twice uses nothing up.
+    let out = s.cli(&["reset-link", "bob", "--public-url", &s.base], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let bob = Browser::open(&driver, &s).await;
+    bob.go(&link).await;
+    bob.wait_text("Choose a new password").await;
+    bob.go(&link).await;
+    bob.wait_text("Choose a new password").await;
+    assert_eq!(
+        bob.count("input[name=new_password][autocomplete='new-password']")
+            .await,
+        1
+    );
+    bob.shot("password-reset").await;
+    bob.fill("input[name=new_password]", NEW_PASSWORD).await;
+    bob.click("main form button[type=submit]").await;
+    bob.wait_path("/login").await;
+    bob.wait_text("Sign in with your new password.").await;
+    bob.sign_in("bob", NEW_PASSWORD).await;
+    bob.wait_text("Welcome to your profile, bob!").await;
+    bob.go(&link).await;
+    bob.wait_text("Invalid or expired link").await;
+    bob.close().await;
+
+    // alice's sign-in is no longer recent: an admin action asks her to
+    // confirm, then takes her back to the dashboard to do it.
+    let alice = Browser::open(&driver, &s).await;
+    alice.sign_in("alice", PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    alice.go("/admin").await;
+    alice.wait_text("Last sign-in").await;
+    let end_bob = "form[action='/admin/users/bob/end-sessions'] button[type=submit]";
+    alice.press("#user-bob summary").await;
+    alice.click(end_bob).await;
+    alice.wait_path("/reauth?next=%2Fadmin").await;
+    alice.wait_text("Confirm it's you").await;
+    alice.shot("reauth").await;
+    alice.fill("#password", PASSWORD).await;
+    alice.click("main form button[type=submit]").await;
+    alice.wait_path("/admin").await;
+    alice.press("#user-bob summary").await;
+    alice.click(end_bob).await;
+    alice.wait_text("That user's sessions have ended.").await;
+    alice.close().await;
+}
