@@ -13,6 +13,8 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use latchkey::body::Input;
+use latchkey::mail::{Mail, Mailer};
+use latchkey::recovery::RecoveryError;
 use latchkey::store::MemoryStore;
 use latchkey::user::BackendError;
 use latchkey::{async_trait, Admin, Auth, AuthUser, Credentials, CurrentUser, Latchkey};
@@ -27,6 +29,7 @@ struct Member {
     handle: String,
     is_staff: bool,
     hash: String,
+    email: Option<String>,
 }
 
 impl AuthUser for Member {
@@ -45,6 +48,13 @@ impl AuthUser for Member {
     }
     fn password_hash(&self) -> &str {
         &self.hash
+    }
+    // Recovery mail needs an address; this app trusts the ones it stores.
+    fn email(&self) -> Option<&str> {
+        self.email.as_deref()
+    }
+    fn email_verified(&self) -> bool {
+        self.email.is_some()
     }
 }
 
@@ -73,6 +83,73 @@ impl UserBackend for Members {
         }
         Ok(())
     }
+
+    // Two optional methods turn on password reset by mail.
+    async fn find_by_email(&self, email: &str) -> Result<Option<Member>, BackendError> {
+        let members = self.0.read().await;
+        let found = members.values().find(|m| {
+            m.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+        });
+        Ok(found.cloned())
+    }
+
+    async fn set_email(
+        &self,
+        user_id: &str,
+        email: Option<&str>,
+        _verified: bool,
+    ) -> Result<bool, BackendError> {
+        for m in self.0.write().await.values_mut() {
+            if m.id() == user_id {
+                m.email = email.map(str::to_owned);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The app's mail transport: here it prints each mail (a real app sends
+/// it, e.g. with lettre) and keeps it for the tests.
+#[derive(Clone, Default)]
+struct Postbox(Arc<std::sync::Mutex<Vec<Mail>>>);
+
+#[async_trait]
+impl Mailer for Postbox {
+    async fn send(&self, mail: Mail) -> Result<(), BackendError> {
+        println!("mail to {}: {}\n{}", mail.to, mail.subject(), mail.text());
+        self.0.lock().unwrap().push(mail);
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Forgot {
+    email: String,
+}
+
+/// Password reset in two handlers: the same answer for every address,
+/// then a one-time link by mail, which sets a new password.
+async fn forgot(auth: Auth, Input(f): Input<Forgot>) -> Result<&'static str, RecoveryError> {
+    auth.latchkey()
+        .forgot_password(&f.email, auth.meta())
+        .await?;
+    Ok("if that address has an account, a link is on its way")
+}
+
+#[derive(Deserialize)]
+struct Reset {
+    token: String,
+    new_password: String,
+}
+
+async fn reset(auth: Auth, Input(r): Input<Reset>) -> Result<&'static str, RecoveryError> {
+    let latchkey = auth.latchkey();
+    latchkey
+        .reset_password(&r.token, &r.new_password, auth.meta())
+        .await?;
+    Ok("password changed; sign in again")
 }
 
 /// Sign-in: `Auth` knows the request's client and cookie, and the
@@ -125,6 +202,10 @@ async fn staff(RequireRole(user, _): RequireRole<Admin>) -> String {
 }
 
 async fn app() -> Router {
+    app_with(Postbox::default()).await
+}
+
+async fn app_with(postbox: Postbox) -> Router {
     let members = Members::default();
     let auth = Latchkey::builder()
         // Development settings: plain-HTTP cookies. Use a real secret in production.
@@ -133,6 +214,9 @@ async fn app() -> Router {
         .store(Arc::new(MemoryStore::new()))
         // Sign-ins use `members`, and removing a member signs them out.
         .users(members.clone())
+        // Reset links point here; mail goes through the app's transport.
+        .public_url("http://127.0.0.1:3000")
+        .mailer(Arc::new(postbox))
         .build()
         .expect("valid latchkey configuration");
     for (no, handle, staff) in [(1, "ada", true), (2, "charles", false)] {
@@ -148,6 +232,7 @@ async fn app() -> Router {
                 handle: handle.to_owned(),
                 is_staff: staff,
                 hash,
+                email: Some(format!("{handle}@example.com")),
             },
         );
     }
@@ -158,6 +243,8 @@ async fn app() -> Router {
         .route("/todos", get(todos))
         .route("/view", post(set_view))
         .route("/staff", get(staff))
+        .route("/password/forgot", post(forgot))
+        .route("/password/reset", post(reset))
         .layer(auth.layer())
 }
 
@@ -277,5 +364,43 @@ mod tests {
         send(&app, "POST", "/logout", &laptop, "").await;
         let res = send(&app, "POST", "/view", &laptop, r#"{"show_done":true}"#).await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_password_is_reset_by_a_mailed_link() {
+        let postbox = super::Postbox::default();
+        let app = super::app_with(postbox.clone()).await;
+        let old = login(&app, "charles").await;
+        for email in ["Charles@example.com", "nobody@example.com"] {
+            let body = format!(r#"{{"email":"{email}"}}"#);
+            let res = send(&app, "POST", "/password/forgot", "", &body).await;
+            assert_eq!(res.status(), StatusCode::OK, "the same answer for both");
+        }
+        // The lookup and the mail happen after the answer.
+        let mail = loop {
+            if let Some(m) = postbox.0.lock().unwrap().first().cloned() {
+                break m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        assert_eq!(mail.to, "charles@example.com");
+        let link = mail.link().expect("a reset link");
+        let token = link
+            .strip_prefix("http://127.0.0.1:3000/password/reset?token=")
+            .unwrap();
+        let body =
+            format!(r#"{{"token":"{token}","new_password":"difference engine blueprints"}}"#);
+        let res = send(&app, "POST", "/password/reset", "", &body).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = send(&app, "GET", "/todos", &old, "").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "old sessions end");
+        let res = send(&app, "POST", "/password/reset", "", &body).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "a link works once");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            postbox.0.lock().unwrap().len(),
+            2,
+            "the link, then a notice"
+        );
     }
 }

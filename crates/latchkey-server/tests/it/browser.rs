@@ -917,7 +917,11 @@ async fn a_reset_link_shows_a_form_and_reauth_brings_an_admin_back() {
 
     // bob follows a link the CLI printed; opening it twice uses nothing up.
     let out = s.cli(&["reset-link", "bob", "--public-url", &s.base], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let bob = Browser::open(&driver, &s).await;
     bob.go(&link).await;
