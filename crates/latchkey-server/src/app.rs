@@ -23,6 +23,10 @@ pub struct App {
     /// `--allow-signup`: anyone may create an account (role `user`).
     pub allow_signup: bool,
     pub metrics: Metrics,
+    /// Where mail goes: the durable outbox with `--smtp-url`, the log with
+    /// `--dev` alone, `None` otherwise (mail routes answer 404 then).
+    #[allow(dead_code, reason = "the recovery routes (issue 12) read it")]
+    pub mailer: Option<Arc<dyn latchkey::mail::Mailer>>,
 }
 
 pub type AppState = Arc<App>;

@@ -12,6 +12,7 @@ use latchkey::Latchkey;
 use crate::app::{service, App};
 use crate::cli::ServeArgs;
 use crate::config::{dev_secret, dev_secret_path, read_secret_file, Secret};
+use crate::mail::{LogMailer, Outbox};
 use crate::metrics::Metrics;
 use crate::users::Users;
 use crate::Failure;
@@ -50,6 +51,8 @@ pub struct Serving {
     addr: SocketAddr,
     app: Arc<App>,
     max_connections: usize,
+    /// Stopped after the last request: mail queued meanwhile still counts.
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl Serving {
@@ -93,6 +96,26 @@ impl Serving {
             .map_err(|e| Failure::usage(e.to_string()))?;
         auth.sessions().spawn_sweeper();
 
+        let metrics = Metrics::new();
+        let outbox = match &args.smtp_url {
+            Some(smtp) => Some(
+                Outbox::start(
+                    &users,
+                    secrecy::ExposeSecret::expose_secret(&secret.0),
+                    smtp,
+                    mail_from(&args)?,
+                    metrics.mail.clone(),
+                )
+                .map_err(Failure::usage)?,
+            ),
+            None => None,
+        };
+        let mailer: Option<Arc<dyn latchkey::mail::Mailer>> = match (&outbox, args.dev) {
+            (Some(outbox), _) => Some(outbox.clone()),
+            (None, true) => Some(Arc::new(LogMailer)),
+            (None, false) => None,
+        };
+
         let listener = tokio::net::TcpListener::bind(args.bind)
             .await
             .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.bind)))?;
@@ -104,7 +127,8 @@ impl Serving {
             users,
             setup_code: Mutex::new(None),
             allow_signup: args.allow_signup,
-            metrics: Metrics::new(),
+            metrics,
+            mailer,
         });
         tracing::info!(
             "latchkey listening on http://{addr} (users: {}, sessions: {}{})",
@@ -117,6 +141,7 @@ impl Serving {
             addr,
             app,
             max_connections,
+            outbox,
         })
     }
 
@@ -137,6 +162,9 @@ impl Serving {
             shutdown,
         )
         .await;
+        if let Some(outbox) = self.outbox {
+            outbox.stop().await;
+        }
     }
 }
 
@@ -182,6 +210,15 @@ fn first_run(app: &App, addr: SocketAddr) {
     tracing::warn!(
         "no users yet: open http://{host}/setup?code={code} to create the first admin (works once), or run: latchkey user add NAME --role admin"
     );
+}
+
+/// The mail's From. Without `--mail-from` there is none yet to give.
+fn mail_from(args: &ServeArgs) -> Result<lettre::message::Mailbox, Failure> {
+    args.mail_from.clone().ok_or_else(|| {
+        Failure::usage(
+            "--smtp-url needs a sender: pass --mail-from ADDR (or set LATCHKEY_MAIL_FROM), e.g. --mail-from latchkey@example.com",
+        )
+    })
 }
 
 async fn shutdown_signal() {
