@@ -14,6 +14,27 @@ use secrecy::{ExposeSecret, SecretString};
 const FORMS: &str = "use smtp://HOST:PORT (plain, a local relay), \
     smtp+starttls://USER:PASS@HOST:587 or smtps://USER:PASS@HOST:465";
 
+/// What a user name must percent-encode to print back as a URL.
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b':')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'@')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// How the connection is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Security {
@@ -158,8 +179,7 @@ impl fmt::Display for SmtpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://", self.security.scheme())?;
         if let Some(user) = self.user() {
-            let user =
-                percent_encoding::utf8_percent_encode(user, percent_encoding::NON_ALPHANUMERIC);
+            let user = percent_encoding::utf8_percent_encode(user, USERINFO);
             write!(f, "{user}:***@")?;
         }
         if self.host.contains(':') {
@@ -240,6 +260,11 @@ mod tests {
         assert_eq!(u.user(), Some("ops@example.com"));
         let (_, pass) = u.credentials.as_ref().unwrap();
         assert_eq!(pass.expose_secret(), "p:ss/w@rd%");
+        // Printed back as a URL that parses to the same user.
+        assert_eq!(
+            u.to_string(),
+            "smtps://ops%40example.com:***@mail.example.com:465"
+        );
     }
 
     #[test]
