@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_database_url, parse_duration, parse_secret, parse_sessions_url, Secret};
+use crate::mail::{SmtpUrl, SmtpUrlParser};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -27,6 +28,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing buys nothing"
+)]
 pub enum Command {
     /// Run the login server.
     Serve(ServeArgs),
@@ -161,6 +166,20 @@ pub struct ServeArgs {
     /// limit); at the cap a new client replaces the oldest idle connection.
     #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Send mail through this SMTP server: smtp://HOST:PORT (plain, a local relay),
+    /// smtp+starttls://USER:PASS@HOST:587 or smtps://USER:PASS@HOST:465
+    /// (percent-encode special characters in USER and PASS).
+    #[arg(long, env = "LATCHKEY_SMTP_URL", value_name = "URL", value_parser = SmtpUrlParser, hide_env_values = true)]
+    pub smtp_url: Option<SmtpUrl>,
+    /// The mail's From: an address, or "Name <address>".
+    #[arg(long, env = "LATCHKEY_MAIL_FROM", value_name = "ADDR", value_parser = parse_mailbox)]
+    pub mail_from: Option<lettre::message::Mailbox>,
+}
+
+fn parse_mailbox(text: &str) -> Result<lettre::message::Mailbox, String> {
+    text.trim().parse().map_err(|e| {
+        format!("not a mail address ({e}); use e.g. latchkey@example.com or \"Latchkey <latchkey@example.com>\"")
+    })
 }
 
 /// Parses the secret like `parse_secret`, but a refused value is never

@@ -11,6 +11,7 @@ mod error;
 mod flash;
 mod frame;
 mod http;
+mod mail;
 mod metrics;
 mod pages;
 mod routes;

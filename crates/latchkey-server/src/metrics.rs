@@ -3,6 +3,7 @@
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
@@ -14,6 +15,19 @@ pub struct Metrics {
     by_class: [Counter; 5],
     pub sessions_revoked: Counter,
     pub password_changes: Counter,
+    pub mail: MailMetrics,
+}
+
+/// The mail sender's: handles onto the registered metrics, cloned into it.
+#[derive(Clone, Default)]
+pub struct MailMetrics {
+    /// Mails waiting in the queue (all instances'), as the sender last counted.
+    pub queue_depth: Gauge,
+    pub sent: Counter,
+    /// Attempts that failed (each is retried until the mail is given up).
+    pub send_failures: Counter,
+    /// Mails dropped after a day of failures, or unreadable.
+    pub given_up: Counter,
 }
 
 impl Metrics {
@@ -41,6 +55,27 @@ impl Metrics {
             "Passwords changed",
             password_changes.clone(),
         );
+        let mail = MailMetrics::default();
+        registry.register(
+            "mail_queue_depth",
+            "Mails queued and not yet sent",
+            mail.queue_depth.clone(),
+        );
+        registry.register(
+            "mail_sent",
+            "Mails handed to the SMTP server",
+            mail.sent.clone(),
+        );
+        registry.register(
+            "mail_send_failures",
+            "Failed attempts to send a mail (each is retried)",
+            mail.send_failures.clone(),
+        );
+        registry.register(
+            "mail_given_up",
+            "Mails dropped after failing for a day, or unreadable",
+            mail.given_up.clone(),
+        );
         let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
             requests
                 .get_or_create(&vec![("status".into(), class.into())])
@@ -53,6 +88,7 @@ impl Metrics {
             by_class,
             sessions_revoked,
             password_changes,
+            mail,
         }
     }
 

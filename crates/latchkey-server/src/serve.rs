@@ -12,6 +12,7 @@ use latchkey::Latchkey;
 use crate::app::{service, App};
 use crate::cli::ServeArgs;
 use crate::config::{dev_secret, dev_secret_path, read_secret_file, Secret};
+use crate::mail::{LogMailer, Outbox};
 use crate::metrics::Metrics;
 use crate::users::Users;
 use crate::Failure;
@@ -50,6 +51,8 @@ pub struct Serving {
     addr: SocketAddr,
     app: Arc<App>,
     max_connections: usize,
+    /// Stopped after the last request: mail queued meanwhile still counts.
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl Serving {
@@ -77,6 +80,33 @@ impl Serving {
             .public_url
             .clone()
             .or_else(|| args.dev.then(|| format!("http://{addr}")));
+
+        let metrics = Metrics::new();
+        let outbox = match &args.smtp_url {
+            Some(smtp) => {
+                if public_url.is_none() {
+                    return Err(Failure::usage(
+                        "--smtp-url needs --public-url (the base of links in mail, e.g. https://login.example.com)",
+                    ));
+                }
+                Some(
+                    Outbox::start(
+                        &users,
+                        secrecy::ExposeSecret::expose_secret(&secret.0),
+                        smtp,
+                        mail_from(&args, public_url.as_deref())?,
+                        metrics.mail.clone(),
+                    )
+                    .map_err(Failure::usage)?,
+                )
+            }
+            None => None,
+        };
+        let mailer: Option<Arc<dyn latchkey::mail::Mailer>> = match (&outbox, args.dev) {
+            (Some(outbox), _) => Some(outbox.clone()),
+            (None, true) => Some(Arc::new(LogMailer)),
+            (None, false) => None,
+        };
 
         // Sessions are checked against the users table too, so a removal or
         // "sign out everywhere" the session store missed still ends them.
@@ -106,6 +136,10 @@ impl Serving {
             Some(url) => auth.public_url(url.clone()),
             None => auth,
         };
+        let auth = match &mailer {
+            Some(m) => auth.mailer(m.clone()),
+            None => auth,
+        };
         let auth = auth
             .build()
             // A bad trusted origin and the like: a usage error at start-up.
@@ -117,7 +151,7 @@ impl Serving {
             users,
             setup_code: Mutex::new(None),
             allow_signup: args.allow_signup,
-            metrics: Metrics::new(),
+            metrics,
         });
         tracing::info!(
             "latchkey listening on http://{addr} (users: {}, sessions: {}{})",
@@ -130,6 +164,7 @@ impl Serving {
             addr,
             app,
             max_connections,
+            outbox,
         })
     }
 
@@ -150,6 +185,9 @@ impl Serving {
             shutdown,
         )
         .await;
+        if let Some(outbox) = self.outbox {
+            outbox.stop().await;
+        }
     }
 }
 
@@ -195,6 +233,26 @@ fn first_run(app: &App, addr: SocketAddr) {
     tracing::warn!(
         "no users yet: open http://{host}/setup?code={code} to create the first admin (works once), or run: latchkey user add NAME --role admin"
     );
+}
+
+/// The mail's From. Without `--mail-from` there is none yet to give.
+/// `--mail-from`, or `latchkey@HOST` of the public URL.
+fn mail_from(
+    args: &ServeArgs,
+    public_url: Option<&str>,
+) -> Result<lettre::message::Mailbox, Failure> {
+    if let Some(from) = &args.mail_from {
+        return Ok(from.clone());
+    }
+    let host = public_url
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned));
+    host.and_then(|h| format!("latchkey@{h}").parse().ok())
+        .ok_or_else(|| {
+            Failure::usage(
+                "--smtp-url needs a sender: pass --mail-from ADDR (or set LATCHKEY_MAIL_FROM), e.g. --mail-from latchkey@example.com",
+            )
+        })
 }
 
 async fn shutdown_signal() {

@@ -216,6 +216,12 @@ impl Users {
         &self.label
     }
 
+    /// The connection pool, for the server's other tables in the same
+    /// database (the mail queue), and whether it is PostgreSQL.
+    pub fn shared_pool(&self) -> (&AnyPool, bool) {
+        (&self.pool, self.postgres)
+    }
+
     fn db(&self) -> impl Fn(sqlx::Error) -> UsersError + '_ {
         |source| UsersError::Db {
             label: self.label.clone(),

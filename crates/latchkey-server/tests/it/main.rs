@@ -14,6 +14,7 @@ mod browser;
 mod cli;
 mod connections;
 mod hardening;
+mod mail;
 mod multi_instance;
 mod outage;
 mod recovery;
