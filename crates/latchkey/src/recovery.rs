@@ -30,6 +30,12 @@ const RESET: &str = "reset:";
 const VERIFY: &str = "verify:";
 const REAUTH: &str = "reauth:";
 
+/// Every "forgot password" answer takes at least this long. The lookup
+/// and the mail run in the background within it, so their cost (and the
+/// SMTP send they trigger) lands inside the request that caused it, not on
+/// the next one: known and unknown addresses take the same time.
+const FORGOT_FLOOR: Duration = Duration::from_millis(100);
+
 /// Addresses longer than this are refused (RFC 5321's path limit).
 const MAX_EMAIL: usize = 254;
 
@@ -272,6 +278,7 @@ impl Latchkey {
         email: &str,
         meta: &RequestMeta,
     ) -> Result<(), RecoveryError> {
+        let answer_at = tokio::time::Instant::now() + FORGOT_FLOOR;
         self.mailer()?;
         let email = normalize_email(email).ok_or(RecoveryError::BadEmail)?;
         let target = email.to_lowercase();
@@ -286,6 +293,7 @@ impl Latchkey {
                 tracing::error!(error = %e, "could not send a reset link");
             }
         });
+        tokio::time::sleep_until(answer_at).await;
         Ok(())
     }
 

@@ -509,33 +509,44 @@ fn the_command_line_checks_the_mail_flags() {
 }
 
 #[tokio::test]
-async fn serve_with_smtp_needs_a_sender_address() {
+async fn serve_with_smtp_needs_a_public_url_and_sends_from_its_host() {
     use crate::cli::{Cli, Command};
     use clap::Parser;
     let dir = TempDir::new("serve");
     let db = format!("sqlite://{}/l.db", dir.path().display());
-    let Command::Serve(args) = Cli::try_parse_from([
-        "latchkey",
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--database",
-        &db,
-        "--secret-key",
-        &"ab".repeat(32),
-        "--smtp-url",
-        "smtp://127.0.0.1:9",
-    ])
-    .unwrap()
-    .command
-    else {
-        panic!()
+    let secret = "ab".repeat(32);
+    let args = |extra: &[&str]| {
+        let mut argv = vec![
+            "latchkey",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--database",
+            &db,
+            "--secret-key",
+            &secret,
+            "--smtp-url",
+            "smtp://127.0.0.1:9",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!()
+        };
+        args
     };
-    let failure = crate::Serving::start(args).await.err().expect("refused");
+    let failure = crate::Serving::start(args(&[]))
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(failure.code(), 2);
     assert!(
-        failure.message().contains("--mail-from"),
+        failure.message().contains("--public-url"),
         "{}",
         failure.message()
     );
+    // With a public URL the sender defaults to latchkey@ its host.
+    let serving = crate::Serving::start(args(&["--public-url", "https://login.example.com"]))
+        .await
+        .unwrap_or_else(|f| panic!("{}", f.message()));
+    drop(serving);
 }

@@ -18,6 +18,10 @@ async fn serve_names_its_smtp_server_without_the_password() {
                 "smtps://ops%40example.com:Pw-Kept%21Secret@127.0.0.1:2465".into(),
             ),
             ("LATCHKEY_MAIL_FROM".into(), "latchkey@example.com".into()),
+            (
+                "LATCHKEY_PUBLIC_URL".into(),
+                "https://login.example.com".into(),
+            ),
         ],
         ..Options::default()
     });
@@ -78,7 +82,7 @@ fn a_bad_smtp_url_is_a_usage_error_without_the_password() {
 }
 
 #[test]
-fn smtp_without_a_sender_address_is_a_usage_error() {
+fn smtp_without_a_public_url_is_a_usage_error() {
     let dir = TempDir::new();
     let out = Command::new(bin())
         .args([
@@ -97,7 +101,7 @@ fn smtp_without_a_sender_address_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: --smtp-url needs a sender: pass --mail-from"),
+        err.starts_with("error: --smtp-url needs --public-url"),
         "{err}"
     );
 }

@@ -18,6 +18,7 @@ mod mail;
 mod multi_instance;
 mod outage;
 mod recovery;
+mod recovery_mail;
 mod security;
 mod session_rules;
 mod stores;

@@ -6,6 +6,11 @@
 #![allow(dead_code)]
 
 mod app;
+/// A real SMTP server (aiosmtpd) writing a Maildir: the server's own mail
+/// tests' sink, shared rather than copied.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../../src/mail/tests/sink.rs"]
+pub mod smtp;
 
 pub use app::TestApp;
 
