@@ -48,6 +48,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::password::router())
         .merge(routes::email::router())
         .merge(routes::reauth::router())
+        .merge(routes::mfa::router())
         .merge(routes::sessions::router())
         .merge(routes::admin::router())
         .merge(routes::setup::router())

@@ -281,6 +281,12 @@ pub enum UserCommand {
         #[command(flatten)]
         stores: StoreArgs,
     },
+    /// Turn every second factor of a user off (TOTP, recovery codes) and end their sessions.
+    ResetMfa {
+        name: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
     /// Sign a user out everywhere.
     EndSessions {
         name: String,

@@ -8,6 +8,7 @@ mod app;
 pub mod cli;
 mod config;
 mod error;
+mod factors;
 mod flash;
 mod frame;
 mod http;

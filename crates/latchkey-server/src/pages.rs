@@ -53,6 +53,8 @@ pub struct ProfilePage {
     pub email_verified: bool,
     /// Mail is on: show the change-address form.
     pub mail: bool,
+    /// Two-factor authentication is on.
+    pub mfa: bool,
     pub csrf: String,
 }
 
@@ -85,6 +87,29 @@ pub struct VerifyEmailPage {
     pub csrf: String,
     pub token: String,
     pub valid: bool,
+}
+
+#[derive(Template)]
+#[template(path = "login_mfa.html")]
+pub struct LoginMfaPage {
+    pub nav: Option<Nav>,
+    pub csrf: String,
+    pub next: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "mfa.html")]
+pub struct MfaPage {
+    pub nav: Option<Nav>,
+    pub csrf: String,
+    pub totp: bool,
+    pub recovery_codes_left: u64,
+    /// A setup in progress: the secret, and the QR code as inline SVG.
+    pub setup: Option<(String, String)>,
+    /// Codes to show once (after confirming or renewing).
+    pub codes: Vec<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Template)]
@@ -148,6 +173,8 @@ pub struct UserRow {
     pub is_self: bool,
     /// The user has an address a reset link can go to.
     pub has_email: bool,
+    /// The user has a second factor.
+    pub mfa: bool,
 }
 
 #[derive(Template)]

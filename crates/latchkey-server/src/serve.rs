@@ -140,6 +140,15 @@ impl Serving {
             Some(m) => auth.mailer(m.clone()),
             None => auth,
         };
+        // Authenticator apps show the issuer beside the code: the public
+        // host, so two deployments are told apart.
+        let issuer = public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "latchkey".into());
+        let factors = crate::factors::open(&args.stores.database).map_err(Failure::usage)?;
+        let auth = auth.factors(factors, issuer);
         let auth = auth
             .build()
             // A bad trusted origin and the like: a usage error at start-up.

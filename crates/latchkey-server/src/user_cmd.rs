@@ -295,6 +295,19 @@ pub async fn run(command: UserCommand) -> Result<(), Failure> {
             in_store(&stores, StoreChange::SetRole(&user.id, &role)).await;
             println!("{name} now has role {role}");
         }
+        UserCommand::ResetMfa { name, stores } => {
+            let users = users(&stores)?;
+            let user = users.get(&name).await.map_err(db)?;
+            let factors = crate::factors::open(&stores.database).map_err(Failure::usage)?;
+            factors
+                .remove_factors(&user.id)
+                .await
+                .map_err(|e| Failure::runtime(format!("cannot remove second factors: {e}")))?;
+            users.bump_session_version(&user.id).await.map_err(db)?;
+            tracing::info!(target: "latchkey::audit", event = "factors_removed", by = "cli", username = %name);
+            let how = in_store(&stores, StoreChange::EndAll(&user.id)).await;
+            println!("second factors of {name} turned off; signed out everywhere; {how}");
+        }
         UserCommand::EndSessions { name, stores } => {
             let users = users(&stores)?;
             let user = users.get(&name).await.map_err(db)?;

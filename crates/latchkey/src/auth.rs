@@ -61,6 +61,8 @@ pub struct Config {
     pub(crate) trusted_origins: Vec<String>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) recovery: crate::recovery::RecoveryConfig,
+    /// The issuer authenticator apps show beside TOTP codes.
+    pub(crate) issuer: String,
 }
 
 impl Config {
@@ -81,6 +83,7 @@ impl Config {
             trusted_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             recovery: Default::default(),
+            issuer: "latchkey".into(),
         }
     }
 
@@ -185,6 +188,7 @@ impl std::fmt::Debug for Config {
             .field("trusted_origins", &self.trusted_origins)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("recovery", &self.recovery)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }
@@ -218,6 +222,7 @@ pub(crate) struct Inner {
     sessions: Sessions,
     cross_origin: CsrfLayer<RejectFn>,
     pub(crate) mailer: Option<Arc<dyn crate::mail::Mailer>>,
+    pub(crate) factors: Option<Arc<dyn crate::mfa::FactorStore>>,
 }
 
 /// The latchkey handle: cheap to clone, shared by the layer and extractors.
@@ -231,6 +236,7 @@ impl Latchkey {
         users: Option<UserCheck>,
         cross_origin: CsrfLayer<RejectFn>,
         mailer: Option<Arc<dyn crate::mail::Mailer>>,
+        factors: Option<Arc<dyn crate::mfa::FactorStore>>,
     ) -> Self {
         let counters: Arc<dyn crate::store::CounterStore> = store.clone();
         let users = users.map(Arc::new);
@@ -250,6 +256,7 @@ impl Latchkey {
             store,
             config,
             mailer,
+            factors,
         }))
     }
 
@@ -409,6 +416,22 @@ impl Latchkey {
         (token, record)
     }
 
+    /// A new session for `user`.
+    pub(crate) async fn issue_for(
+        &self,
+        user: &crate::user_check::Account,
+        meta: &RequestMeta,
+    ) -> Result<SignedIn, Error> {
+        let (token, record) = self.new_record(
+            user.id.clone(),
+            user.username.clone(),
+            user.role.clone(),
+            user.version,
+            meta,
+        );
+        self.issue(token, record).await
+    }
+
     async fn issue(&self, token: SessionToken, record: SessionRecord) -> Result<SignedIn, Error> {
         self.0.store.create(&record).await?;
         Ok(SignedIn {
@@ -453,10 +476,14 @@ impl Latchkey {
         previous: Option<&SessionToken>,
     ) -> Result<SignedIn, LoginError> {
         let user = match self
-            .authenticate(users, Who::Name(username), password, meta)
+            .authenticate_sign_in(users, username, password, meta)
             .await
         {
-            Ok(user) => user,
+            Ok(crate::authenticator::Verified::Done(user)) => user,
+            Ok(crate::authenticator::Verified::NeedsFactor(user, methods)) => {
+                let pending = self.open_pending(&user, methods, meta).await?;
+                return Err(LoginError::SecondFactorRequired(pending));
+            }
             Err(Refusal::Throttled(retry_after)) => {
                 return Err(LoginError::Throttled { retry_after })
             }

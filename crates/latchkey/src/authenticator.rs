@@ -55,6 +55,16 @@ fn backend(e: crate::user::BackendError) -> Error {
     Error::Backend(e.to_string())
 }
 
+/// A right password at sign-in.
+pub(crate) enum Verified {
+    /// Signed in.
+    Done(Account),
+    /// The user has second factors (these methods): a pending sign-in. The
+    /// attempt was taken back, nothing was reset: only a completed sign-in
+    /// clears the counts.
+    NeedsFactor(Account, Vec<&'static str>),
+}
+
 impl Latchkey {
     /// The user `who` names, if `password` is theirs; see the module docs.
     pub(crate) async fn authenticate(
@@ -64,6 +74,35 @@ impl Latchkey {
         password: &str,
         meta: &RequestMeta,
     ) -> Result<Account, Refusal> {
+        match self
+            .verify_password(users, who, password, meta, false)
+            .await?
+        {
+            Verified::Done(a) | Verified::NeedsFactor(a, _) => Ok(a),
+        }
+    }
+
+    /// [`authenticate`](Self::authenticate) for a sign-in: a user with a
+    /// second factor is not signed in yet.
+    pub(crate) async fn authenticate_sign_in(
+        &self,
+        users: &dyn Directory,
+        name: &str,
+        password: &str,
+        meta: &RequestMeta,
+    ) -> Result<Verified, Refusal> {
+        self.verify_password(users, Who::Name(name), password, meta, true)
+            .await
+    }
+
+    async fn verify_password(
+        &self,
+        users: &dyn Directory,
+        who: Who<'_>,
+        password: &str,
+        meta: &RequestMeta,
+        factors: bool,
+    ) -> Result<Verified, Refusal> {
         let name = clip(who.name());
         // A place in the queue first: a full queue answers at once and counts nothing.
         let slot = self.hasher().slot()?;
@@ -115,11 +154,30 @@ impl Latchkey {
             tracing::warn!(target: "latchkey::audit", event = "login_superseded", username = name, ip = %meta.ip);
             return Err(Refusal::Invalid);
         };
-        throttle.succeeded(attempt).await?;
+        let methods = if factors {
+            match self.second_factor_methods(&now.id).await {
+                Ok(m) => m,
+                Err(e) => {
+                    throttle.abandon(attempt).await?;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        if methods.is_empty() {
+            throttle.succeeded(attempt).await?;
+        } else {
+            throttle.abandon(attempt).await?;
+        }
         if self.hasher().needs_rehash(&now.password_hash) {
             self.rehash(users, &now, password).await;
         }
-        Ok(now)
+        Ok(if methods.is_empty() {
+            Verified::Done(now)
+        } else {
+            Verified::NeedsFactor(now, methods)
+        })
     }
 
     /// Upgrades a hash made with weaker parameters, only over the hash this

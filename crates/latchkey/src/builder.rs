@@ -58,6 +58,7 @@ pub struct Builder {
     store: Option<Arc<dyn Store>>,
     users: Option<UserCheck>,
     mailer: Option<Arc<dyn crate::mail::Mailer>>,
+    factors: Option<Arc<dyn crate::mfa::FactorStore>>,
     config: Config,
 }
 
@@ -70,6 +71,7 @@ impl Latchkey {
             store: None,
             users: None,
             mailer: None,
+            factors: None,
             config: Config::new(Vec::new()),
         }
     }
@@ -186,6 +188,19 @@ impl Builder {
         self
     }
 
+    /// Where second factors live ([`mfa`](crate::mfa)): with a store, users
+    /// may enrol TOTP, and a user with a factor signs in in two steps.
+    /// `issuer` names the service in authenticator apps (default `latchkey`).
+    pub fn factors(
+        mut self,
+        factors: Arc<dyn crate::mfa::FactorStore>,
+        issuer: impl Into<String>,
+    ) -> Self {
+        self.factors = Some(factors);
+        self.config.issuer = issuer.into();
+        self
+    }
+
     /// The handle, once everything checks out.
     ///
     /// # Errors
@@ -215,6 +230,7 @@ impl Builder {
             self.users,
             cross_origin,
             self.mailer,
+            self.factors,
         ))
     }
 }

@@ -14,6 +14,8 @@ pub struct CookieConfig {
     pub name: String,
     /// Name of the pre-session CSRF cookie used by sign-in forms.
     pub csrf_name: String,
+    /// Name of the pending sign-in cookie (password right, second factor next).
+    pub pending_name: String,
     /// Whether to set `Secure` (off only for plain-HTTP development).
     pub secure: bool,
     /// `Max-Age`: the absolute timeout, never more.
@@ -27,6 +29,7 @@ impl CookieConfig {
         Self {
             name: format!("{prefix}latchkey"),
             csrf_name: format!("{prefix}latchkey-csrf"),
+            pending_name: format!("{prefix}latchkey-mfa"),
             secure,
             max_age,
         }
@@ -57,6 +60,21 @@ impl CookieConfig {
     /// `Set-Cookie` value for the pre-session CSRF cookie.
     pub fn pre_session(&self, value: &str) -> HeaderValue {
         self.build(&self.csrf_name, value, self.max_age)
+    }
+
+    /// `Set-Cookie` value for a pending sign-in, living `ttl`.
+    pub fn pending(&self, token: &SessionToken, ttl: Duration) -> HeaderValue {
+        self.build(&self.pending_name, token.as_str(), ttl)
+    }
+
+    /// `Set-Cookie` value that expires the pending sign-in cookie now.
+    pub fn pending_removal(&self) -> HeaderValue {
+        self.build(&self.pending_name, "", Duration::ZERO)
+    }
+
+    /// The pending sign-in token in the request, if any.
+    pub fn pending_token(&self, headers: &HeaderMap) -> Option<SessionToken> {
+        cookie_values(headers, &self.pending_name).find_map(SessionToken::parse)
     }
 
     /// The session token in the request, if one well-formed cookie carries it.

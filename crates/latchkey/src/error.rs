@@ -42,6 +42,11 @@ pub enum LoginError {
         /// How long until the block lapses.
         retry_after: Duration,
     },
+    /// The password was right and the user has a second factor: the
+    /// sign-in is pending (answer it: 202 and the pending cookie), and
+    /// [`Latchkey::complete_sign_in`](crate::Latchkey::complete_sign_in) finishes it.
+    #[error("Second factor required.")]
+    SecondFactorRequired(crate::mfa::PendingSignIn),
     /// A store or the hasher failed.
     #[error(transparent)]
     Unavailable(#[from] Error),
@@ -129,6 +134,7 @@ impl IntoResponse for LoginError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 res
             }
+            LoginError::SecondFactorRequired(pending) => pending.into_response(),
             LoginError::Unavailable(e) => e.into_response(),
         }
     }

@@ -92,6 +92,7 @@ pub mod extract;
 mod hash_pool;
 mod layer;
 pub mod mail;
+pub mod mfa;
 pub mod password;
 pub mod recovery;
 mod request_auth;

@@ -8,6 +8,7 @@ pub mod health;
 pub mod home;
 pub mod login;
 pub mod logout;
+pub mod mfa;
 pub mod password;
 pub mod profile;
 pub mod reauth;

@@ -26,7 +26,7 @@ async fn full_flow_of_the_tutorial() {
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.json::<serde_json::Value>().await.unwrap(),
-        json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin", "email": null, "email_verified": false})
+        json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin", "email": null, "email_verified": false, "mfa": {"totp": false, "recovery_codes_left": 0, "passkeys": 0}})
     );
     assert_eq!(
         get_json(&s, "/admin", &alice).await,

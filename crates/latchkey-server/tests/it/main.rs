@@ -15,6 +15,7 @@ mod cli;
 mod connections;
 mod hardening;
 mod mail;
+mod mfa;
 mod multi_instance;
 mod outage;
 mod recovery;

@@ -103,7 +103,7 @@ async fn login_on_a_profile_on_b(p: Pair) {
         get_json(&p.b, "/profile", &cookie).await,
         (
             200,
-            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin", "email": null, "email_verified": false})
+            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin", "email": null, "email_verified": false, "mfa": {"totp": false, "recovery_codes_left": 0, "passkeys": 0}})
         )
     );
     assert_eq!(get_json(&p.b, "/admin", &cookie).await.0, 200);

@@ -179,7 +179,7 @@ async fn sqlite_sessions_survive_a_restart() {
         get_json(&s2, "/profile", &cookie).await,
         (
             200,
-            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin", "email": null, "email_verified": false})
+            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin", "email": null, "email_verified": false, "mfa": {"totp": false, "recovery_codes_left": 0, "passkeys": 0}})
         )
     );
     assert_eq!(get_json(&s2, "/admin", &cookie).await.0, 200);

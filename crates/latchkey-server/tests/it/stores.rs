@@ -108,7 +108,7 @@ async fn login_profile_logout_replay(setup: Setup) {
         get_json(&s, "/profile", &alice).await,
         (
             200,
-            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin", "email": null, "email_verified": false})
+            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "admin", "email": null, "email_verified": false, "mfa": {"totp": false, "recovery_codes_left": 0, "passkeys": 0}})
         )
     );
     assert_eq!(get_json(&s, "/admin", &alice).await.0, 200);
@@ -275,7 +275,7 @@ async fn restart_keeps_sessions(setup: Setup) {
         get_json(&s, "/profile", &alice).await,
         (
             200,
-            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "user", "email": null, "email_verified": false})
+            json!({"message": "Welcome to your profile, alice!", "username": "alice", "role": "user", "email": null, "email_verified": false, "mfa": {"totp": false, "recovery_codes_left": 0, "passkeys": 0}})
         ),
         "session survives the restart"
     );

@@ -65,19 +65,19 @@ async fn page(
     status: StatusCode,
     error: Option<String>,
 ) -> Result<Response, ApiError> {
-    let users = app
-        .users
-        .list()
-        .await?
-        .into_iter()
-        .map(|u| UserRow {
+    let mut users = Vec::new();
+    for u in app.users.list().await? {
+        // One small read per user: the dashboard is not the hot path.
+        let mfa = app.auth.factor_summary(&u.id).await?.any();
+        users.push(UserRow {
             last_login: u.last_login_at.map(when).unwrap_or_else(|| "never".into()),
             is_self: u.id == user.user_id(),
             has_email: u.email.is_some(),
+            mfa,
             username: u.username,
             role: u.role,
-        })
-        .collect();
+        });
+    }
     let page = AdminPage {
         nav: Nav::of(user),
         csrf: user.csrf_token().to_owned(),

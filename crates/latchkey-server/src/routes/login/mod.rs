@@ -1,6 +1,7 @@
 //! `/login`: the sign-in form (or a hint for scripts), and signing in.
 
 mod get;
+mod mfa;
 mod post;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +14,9 @@ use crate::pages::{render, LoginPage, Nav};
 use crate::routes::with_cookie;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/login", routing::get(get::get).post(post::post))
+    Router::new()
+        .route("/login", routing::get(get::get).post(post::post))
+        .route("/login/mfa", routing::get(mfa::get).post(mfa::post))
 }
 
 fn login_page(

@@ -54,11 +54,27 @@ pub async fn post(
                     .into_response()
             }
         }
+        Err(LoginError::SecondFactorRequired(pending)) => {
+            app.metrics.login("second_factor");
+            if !html {
+                return pending.into_response();
+            }
+            let next = safe_next(body.next.as_deref());
+            let to: String =
+                percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC)
+                    .collect();
+            let mut res = see_other(&format!("/login/mfa?next={to}"));
+            res.headers_mut()
+                .append(header::SET_COOKIE, pending.set_cookie);
+            res
+        }
         Err(e) => {
             let (outcome, status) = match &e {
                 LoginError::InvalidCredentials => ("failure", StatusCode::UNAUTHORIZED),
                 LoginError::Throttled { .. } => ("throttled", StatusCode::TOO_MANY_REQUESTS),
-                LoginError::Unavailable(_) => ("error", StatusCode::SERVICE_UNAVAILABLE),
+                LoginError::Unavailable(_) | LoginError::SecondFactorRequired(_) => {
+                    ("error", StatusCode::SERVICE_UNAVAILABLE)
+                }
             };
             app.metrics.login(outcome);
             if !html || status == StatusCode::SERVICE_UNAVAILABLE {

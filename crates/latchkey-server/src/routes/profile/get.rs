@@ -18,6 +18,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     // From the per-user cache the session check just filled: no extra read.
     let (email, email_verified) = app.auth.email_of(user.user_id()).await?;
+    let mfa = app.auth.factor_summary(user.user_id()).await?;
     if wants_html(&headers) {
         let s = user.session();
         let t = app.auth.config().session_timeouts();
@@ -31,6 +32,7 @@ pub async fn get(
             email: email.as_deref().map(str::to_owned),
             email_verified,
             mail: app.auth.mail_enabled(),
+            mfa: mfa.totp,
             csrf: user.csrf_token().to_owned(),
         };
         return Ok(render(StatusCode::OK, page));
@@ -41,6 +43,7 @@ pub async fn get(
         "role": user.role(),
         "email": email.as_deref(),
         "email_verified": email_verified,
+        "mfa": mfa,
     }))
     .into_response())
 }

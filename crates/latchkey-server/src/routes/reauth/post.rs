@@ -18,6 +18,8 @@ use crate::routes::{safe_next, see_other};
 #[derive(Deserialize)]
 pub struct ReauthBody {
     password: Option<SecretString>,
+    /// A TOTP or recovery code, instead of the password.
+    code: Option<SecretString>,
     next: Option<String>,
 }
 
@@ -30,15 +32,20 @@ pub async fn post(
 ) -> Response {
     let html = wants_html(&headers);
     let next = safe_next(body.next.as_deref());
-    // Without a password (a code comes with second factors) nothing is
-    // checked and nothing is counted: the same refusal as a wrong one.
-    let result = match &body.password {
-        Some(p) => {
+    // Neither a password nor a code: nothing is checked and nothing is
+    // counted, the same refusal as a wrong one.
+    let result = match (&body.password, &body.code) {
+        (Some(p), _) => {
             app.auth
                 .reauthenticate(user.session(), p.expose_secret(), &meta)
                 .await
         }
-        None => Err(PasswordChangeError::WrongPassword),
+        (None, Some(c)) => {
+            app.auth
+                .reauthenticate_code(user.session(), c.expose_secret(), &meta)
+                .await
+        }
+        (None, None) => Err(PasswordChangeError::WrongPassword),
     };
     match result {
         Ok(()) if html => see_other(&next),

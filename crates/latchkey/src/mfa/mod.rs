@@ -1,0 +1,97 @@
+//! Second factors: TOTP (RFC 6238) with recovery codes, a sign-in in two
+//! steps, and codes for re-authentication.
+//!
+//! Factors live behind [`FactorStore`]; [`SqliteFactors`] and
+//! [`PostgresFactors`] keep them in the app's database (tables
+//! `latchkey_totp` and `latchkey_recovery_codes`). TOTP secrets are sealed
+//! (ChaCha20-Poly1305, a key derived from the server secret, bound to the
+//! user), so a copy of the database hands out no factors; recovery codes are
+//! kept as keyed hashes. Give the store to
+//! [`Builder::factors`](crate::Builder::factors): from then on a user with
+//! a confirmed factor signs in in two steps ([`LoginError::SecondFactorRequired`](crate::LoginError::SecondFactorRequired)).
+
+mod codes;
+mod flows;
+mod pending;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+mod totp;
+
+use async_trait::async_trait;
+
+use crate::user::BackendError;
+
+pub use flows::{MfaError, TotpSetup};
+pub use pending::{PendingSignIn, PENDING_TTL};
+#[cfg(feature = "postgres")]
+pub use sql::PostgresFactors;
+#[cfg(feature = "sqlite")]
+pub use sql::SqliteFactors;
+pub use totp::code_at;
+
+/// How many recovery codes a user gets at a time.
+pub const RECOVERY_CODES: usize = 10;
+
+/// A user's TOTP factor as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TotpRecord {
+    /// The confirmed secret, sealed; `None` while only an enrolment is pending.
+    pub secret: Option<String>,
+    /// A secret offered by a setup and not yet confirmed by a code, sealed.
+    pub pending_secret: Option<String>,
+    /// The last time step whose code was accepted (never accepted twice).
+    pub last_step: Option<i64>,
+}
+
+/// What `GET /profile` shows of a user's factors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FactorSummary {
+    /// A confirmed TOTP factor.
+    pub totp: bool,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u64,
+    /// Registered passkeys.
+    pub passkeys: u64,
+}
+
+impl FactorSummary {
+    /// Whether sign-in needs a second step.
+    pub fn any(&self) -> bool {
+        self.totp || self.passkeys > 0
+    }
+}
+
+/// Where second factors live. Every method that decides whether a code is
+/// accepted is one atomic step in the store, so two requests racing with
+/// one code cannot both pass.
+#[async_trait]
+pub trait FactorStore: Send + Sync + 'static {
+    /// The user's TOTP record, if any.
+    async fn totp(&self, user_id: &str) -> Result<Option<TotpRecord>, BackendError>;
+    /// Offers a new (sealed) secret, replacing any earlier offer; a
+    /// confirmed secret stays in force until the new one is confirmed.
+    async fn offer_totp(&self, user_id: &str, sealed: &str) -> Result<(), BackendError>;
+    /// Makes the offered secret the user's, with `step` used up; `false`
+    /// when nothing was offered (or another request confirmed it first).
+    async fn confirm_totp(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        step: i64,
+    ) -> Result<bool, BackendError>;
+    /// Uses up `step` if it is later than every step used before; `false`
+    /// when it is not (a replayed or older code).
+    async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool, BackendError>;
+    /// Replaces every recovery code of the user with these hashes.
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        hashes: &[String],
+    ) -> Result<(), BackendError>;
+    /// Uses up the code with this hash; `false` when there is none.
+    async fn use_recovery_code(&self, user_id: &str, hash: &str) -> Result<bool, BackendError>;
+    /// Removes every factor of the user (TOTP and recovery codes).
+    async fn remove_factors(&self, user_id: &str) -> Result<(), BackendError>;
+    /// The user's factors at a glance.
+    async fn summary(&self, user_id: &str) -> Result<FactorSummary, BackendError>;
+}

@@ -1,0 +1,198 @@
+//! The factor tables in SQLite or PostgreSQL: one macro writes both impls
+//! (both engines take `$N` placeholders), so the statements cannot drift.
+
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+
+use super::{FactorStore, FactorSummary, TotpRecord};
+use crate::session::now_ms;
+use crate::user::BackendError;
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS latchkey_totp (
+        user_id        TEXT PRIMARY KEY,
+        secret         TEXT,
+        pending_secret TEXT,
+        last_step      BIGINT,
+        updated_at     BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS latchkey_recovery_codes (
+        user_id   TEXT NOT NULL,
+        code_hash TEXT NOT NULL,
+        PRIMARY KEY (user_id, code_hash)
+    )",
+];
+
+macro_rules! factor_store {
+    ($(#[$doc:meta])* $name:ident, $pool:ty, $db:ty, $lock:expr) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            pool: $pool,
+            ready: std::sync::Arc<OnceCell<()>>,
+        }
+
+        impl $name {
+            /// Factors in the database behind `pool` (the app's own); the
+            /// tables are created at first use.
+            pub fn new(pool: $pool) -> Self {
+                Self {
+                    pool,
+                    ready: Default::default(),
+                }
+            }
+
+            async fn pool(&self) -> Result<&$pool, BackendError> {
+                self.ready
+                    .get_or_try_init(|| async {
+                        let mut tx = self.pool.begin().await?;
+                        if let Some(lock) = $lock {
+                            // Instances starting together take turns.
+                            sqlx::query(lock).execute(&mut *tx).await?;
+                        }
+                        for sql in SCHEMA {
+                            sqlx::query(sql).execute(&mut *tx).await?;
+                        }
+                        tx.commit().await
+                    })
+                    .await
+                    .map_err(|e: sqlx::Error| Box::new(e) as BackendError)?;
+                Ok(&self.pool)
+            }
+
+            async fn changed<'q>(&self, q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>) -> Result<bool, BackendError> {
+                Ok(q.execute(self.pool().await?).await?.rows_affected() > 0)
+            }
+        }
+
+        #[async_trait]
+        impl FactorStore for $name {
+            async fn totp(&self, user_id: &str) -> Result<Option<TotpRecord>, BackendError> {
+                let row: Option<(Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
+                    "SELECT secret, pending_secret, last_step FROM latchkey_totp WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .fetch_optional(self.pool().await?)
+                .await?;
+                Ok(row.map(|(secret, pending_secret, last_step)| TotpRecord {
+                    secret,
+                    pending_secret,
+                    last_step,
+                }))
+            }
+
+            async fn offer_totp(&self, user_id: &str, sealed: &str) -> Result<(), BackendError> {
+                sqlx::query(
+                    "INSERT INTO latchkey_totp (user_id, pending_secret, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id) DO UPDATE SET pending_secret = excluded.pending_secret, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(user_id)
+                .bind(sealed)
+                .bind(now_ms())
+                .execute(self.pool().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn confirm_totp(&self, user_id: &str, sealed: &str, step: i64) -> Result<bool, BackendError> {
+                self.changed(
+                    sqlx::query(
+                        "UPDATE latchkey_totp SET secret = pending_secret, pending_secret = NULL, \
+                         last_step = $3, updated_at = $4 WHERE user_id = $1 AND pending_secret = $2",
+                    )
+                    .bind(user_id)
+                    .bind(sealed)
+                    .bind(step)
+                    .bind(now_ms()),
+                )
+                .await
+            }
+
+            async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool, BackendError> {
+                // One statement: of two requests with one code, one moves the step.
+                self.changed(
+                    sqlx::query(
+                        "UPDATE latchkey_totp SET last_step = $2 WHERE user_id = $1 \
+                         AND secret IS NOT NULL AND (last_step IS NULL OR last_step < $2)",
+                    )
+                    .bind(user_id)
+                    .bind(step),
+                )
+                .await
+            }
+
+            async fn replace_recovery_codes(&self, user_id: &str, hashes: &[String]) -> Result<(), BackendError> {
+                let mut tx = self.pool().await?.begin().await?;
+                sqlx::query("DELETE FROM latchkey_recovery_codes WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                for h in hashes {
+                    sqlx::query("INSERT INTO latchkey_recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+                        .bind(user_id)
+                        .bind(h)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn use_recovery_code(&self, user_id: &str, hash: &str) -> Result<bool, BackendError> {
+                self.changed(
+                    sqlx::query("DELETE FROM latchkey_recovery_codes WHERE user_id = $1 AND code_hash = $2")
+                        .bind(user_id)
+                        .bind(hash),
+                )
+                .await
+            }
+
+            async fn remove_factors(&self, user_id: &str) -> Result<(), BackendError> {
+                let mut tx = self.pool().await?.begin().await?;
+                for sql in [
+                    "DELETE FROM latchkey_totp WHERE user_id = $1",
+                    "DELETE FROM latchkey_recovery_codes WHERE user_id = $1",
+                ] {
+                    sqlx::query(sql).bind(user_id).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn summary(&self, user_id: &str) -> Result<FactorSummary, BackendError> {
+                let (totp, codes): (i64, i64) = sqlx::query_as(
+                    "SELECT \
+                     (SELECT COUNT(*) FROM latchkey_totp WHERE user_id = $1 AND secret IS NOT NULL), \
+                     (SELECT COUNT(*) FROM latchkey_recovery_codes WHERE user_id = $1)",
+                )
+                .bind(user_id)
+                .fetch_one(self.pool().await?)
+                .await?;
+                Ok(FactorSummary {
+                    totp: totp > 0,
+                    recovery_codes_left: codes.max(0) as u64,
+                    passkeys: 0,
+                })
+            }
+        }
+    };
+}
+
+#[cfg(feature = "sqlite")]
+factor_store!(
+    /// Second factors in a SQLite database (the app's pool).
+    SqliteFactors,
+    sqlx::SqlitePool,
+    sqlx::Sqlite,
+    None::<&str>
+);
+
+#[cfg(feature = "postgres")]
+factor_store!(
+    /// Second factors in a PostgreSQL database (the app's pool).
+    PostgresFactors,
+    sqlx::PgPool,
+    sqlx::Postgres,
+    Some("SELECT pg_advisory_xact_lock(7261837203)")
+);
