@@ -196,3 +196,111 @@ factor_store!(
     sqlx::Postgres,
     Some("SELECT pg_advisory_xact_lock(7261837203)")
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every factor store must do, whatever the engine.
+    async fn behaves(f: &dyn FactorStore) {
+        let u = "user-1";
+        assert_eq!(f.totp(u).await.unwrap(), None);
+        assert_eq!(f.summary(u).await.unwrap(), FactorSummary::default());
+        f.offer_totp(u, "sealed-a").await.unwrap();
+        f.offer_totp(u, "sealed-b").await.unwrap();
+        assert!(
+            !f.summary(u).await.unwrap().totp,
+            "an offer is not a factor"
+        );
+        assert!(
+            !f.confirm_totp(u, "sealed-a", 10).await.unwrap(),
+            "only the latest offer"
+        );
+        assert!(
+            !f.use_totp_step(u, 11).await.unwrap(),
+            "nothing confirmed yet"
+        );
+        assert!(f.confirm_totp(u, "sealed-b", 10).await.unwrap());
+        assert!(
+            !f.confirm_totp(u, "sealed-b", 10).await.unwrap(),
+            "confirmed once"
+        );
+        let r = f.totp(u).await.unwrap().unwrap();
+        assert_eq!(
+            (r.secret.as_deref(), r.pending_secret, r.last_step),
+            (Some("sealed-b"), None, Some(10))
+        );
+        assert!(
+            !f.use_totp_step(u, 10).await.unwrap(),
+            "the confirming step is used"
+        );
+        assert!(!f.use_totp_step(u, 9).await.unwrap(), "older steps too");
+        // Racing uses of one step: exactly one wins.
+        let wins = futures_like_join(f, u, 11).await;
+        assert_eq!(wins, 1);
+        f.replace_recovery_codes(u, &["h1".into(), "h2".into()])
+            .await
+            .unwrap();
+        f.replace_recovery_codes(u, &["h3".into(), "h4".into()])
+            .await
+            .unwrap();
+        assert!(
+            !f.use_recovery_code(u, "h1").await.unwrap(),
+            "old codes die"
+        );
+        assert!(f.use_recovery_code(u, "h3").await.unwrap());
+        assert!(!f.use_recovery_code(u, "h3").await.unwrap(), "once");
+        assert_eq!(
+            f.summary(u).await.unwrap(),
+            FactorSummary {
+                totp: true,
+                recovery_codes_left: 1,
+                passkeys: 0
+            }
+        );
+        assert!(
+            !f.use_recovery_code("user-2", "h4").await.unwrap(),
+            "per user"
+        );
+        f.remove_factors(u).await.unwrap();
+        assert_eq!(f.summary(u).await.unwrap(), FactorSummary::default());
+        assert_eq!(f.totp(u).await.unwrap(), None);
+    }
+
+    async fn futures_like_join(f: &dyn FactorStore, u: &str, step: i64) -> usize {
+        let (a, b, c) = tokio::join!(
+            f.use_totp_step(u, step),
+            f.use_totp_step(u, step),
+            f.use_totp_step(u, step)
+        );
+        [a.unwrap(), b.unwrap(), c.unwrap()]
+            .iter()
+            .filter(|w| **w)
+            .count()
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_factors() {
+        let path = std::env::temp_dir().join(format!(
+            "latchkey-factors-{}.db",
+            hex::encode(crate::session::random_bytes::<6>())
+        ));
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        behaves(&SqliteFactors::new(pool)).await;
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn postgres_factors() {
+        let Some(url) = crate::store::suite::postgres_url().await else {
+            return;
+        };
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        behaves(&PostgresFactors::new(pool)).await;
+    }
+}
