@@ -965,3 +965,59 @@ async fn a_reset_link_shows_a_form_and_reauth_brings_an_admin_back() {
     alice.wait_text("That user's sessions have ended.").await;
     alice.close().await;
 }
+
+#[tokio::test]
+async fn two_factor_set_up_on_the_page_then_sign_in_with_a_code() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let s = dev_server(&[]);
+    s.add_user("alice", "user");
+    let b = Browser::open(&driver, &s).await;
+    b.sign_in("alice", PASSWORD).await;
+    b.wait_text("Welcome to your profile, alice!").await;
+    b.click("main a[href='/mfa']").await;
+    b.wait_text("Status: off").await;
+    b.click("form[action='/mfa/totp/setup'] button[type=submit]").await;
+    b.wait_text("Scan this code").await;
+    assert_eq!(b.count(".qr svg").await, 1, "the QR code is inline SVG");
+    b.shot("mfa-setup").await;
+    let secret = b
+        .c
+        .find(Locator::Css("#totp-secret"))
+        .await
+        .expect("the key")
+        .text()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = |offset: u64| latchkey::mfa::code_at(&secret, now + offset * 30).unwrap();
+    b.fill("#code", &code(0)).await;
+    b.click("form[action='/mfa/totp/confirm'] button[type=submit]").await;
+    let text = b.wait_text("Your recovery codes.").await;
+    assert!(text.contains("Status: on"), "{text}");
+    assert_eq!(b.count("ul.codes li").await, 10);
+
+    // Signing in now takes a code on a page of its own.
+    b.click("nav form[action='/logout'] button").await;
+    b.go("/login").await;
+    b.fill("#username", "alice").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("form[action='/login'] button[type=submit]").await;
+    b.wait_path("/login/mfa").await;
+    assert_eq!(
+        b.count("#code[autocomplete='one-time-code'][inputmode='numeric']").await,
+        1
+    );
+    b.shot("login-mfa").await;
+    b.fill("#code", "000000").await;
+    b.click("main form button[type=submit]").await;
+    b.wait_text("Invalid credentials").await;
+    b.fill("#code", &code(1)).await;
+    b.click("main form button[type=submit]").await;
+    b.wait_text("Welcome to your profile, alice!").await;
+    b.close().await;
+}
