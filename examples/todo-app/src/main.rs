@@ -14,9 +14,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use latchkey::body::Input;
 use latchkey::mail::{Mail, Mailer};
+use latchkey::mfa::{MfaError, SqliteFactors, TotpSetup};
 use latchkey::recovery::RecoveryError;
 use latchkey::store::MemoryStore;
 use latchkey::user::BackendError;
+use latchkey::Recent;
 use latchkey::{async_trait, Admin, Auth, AuthUser, Credentials, CurrentUser, Latchkey};
 use latchkey::{LoginError, RequireRole, SignedIn, SignedOut, User, UserBackend};
 use serde::{Deserialize, Serialize};
@@ -201,12 +203,54 @@ async fn staff(RequireRole(user, _): RequireRole<Admin>) -> String {
     format!("staff room, welcome {}", user.username())
 }
 
+/// Two-factor authentication in three handlers: set up (needs a recent
+/// sign-in: `Recent`), confirm with a code from the app, and the second
+/// step of a sign-in.
+async fn mfa_setup(auth: Auth, Recent(user): Recent) -> Result<Json<TotpSetup>, MfaError> {
+    Ok(Json(auth.latchkey().totp_setup(user.session()).await?))
+}
+
+#[derive(Deserialize)]
+struct Code {
+    code: String,
+}
+
+async fn mfa_confirm(
+    auth: Auth,
+    user: CurrentUser,
+    Input(c): Input<Code>,
+) -> Result<Json<Vec<String>>, MfaError> {
+    let recovery_codes = auth
+        .latchkey()
+        .totp_confirm(user.session(), &c.code)
+        .await?;
+    Ok(Json(recovery_codes))
+}
+
+async fn login_mfa(
+    auth: Auth,
+    headers: axum::http::HeaderMap,
+    Input(c): Input<Code>,
+) -> Result<(SignedIn, &'static str), LoginError> {
+    let latchkey = auth.latchkey();
+    let done = latchkey
+        .complete_sign_in(&headers, Some(&c.code), None, auth.meta())
+        .await?;
+    Ok((done, "signed in"))
+}
+
 async fn app() -> Router {
     app_with(Postbox::default()).await
 }
 
 async fn app_with(postbox: Postbox) -> Router {
     let members = Members::default();
+    // One connection: each in-memory SQLite connection is its own database.
+    let factors = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .expect("an in-memory database");
     let auth = Latchkey::builder()
         // Development settings: plain-HTTP cookies. Use a real secret in production.
         .secret(*b"example-secret-key-of-32-bytes!!")
@@ -217,6 +261,8 @@ async fn app_with(postbox: Postbox) -> Router {
         // Reset links point here; mail goes through the app's transport.
         .public_url("http://127.0.0.1:3000")
         .mailer(Arc::new(postbox))
+        // A member with TOTP signs in in two steps.
+        .factors(Arc::new(SqliteFactors::new(factors)), "todo-app")
         .build()
         .expect("valid latchkey configuration");
     for (no, handle, staff) in [(1, "ada", true), (2, "charles", false)] {
@@ -245,6 +291,9 @@ async fn app_with(postbox: Postbox) -> Router {
         .route("/staff", get(staff))
         .route("/password/forgot", post(forgot))
         .route("/password/reset", post(reset))
+        .route("/mfa/setup", post(mfa_setup))
+        .route("/mfa/confirm", post(mfa_confirm))
+        .route("/login/mfa", post(login_mfa))
         .layer(auth.layer())
 }
 
@@ -401,6 +450,40 @@ mod tests {
             postbox.0.lock().unwrap().len(),
             2,
             "the link, then a notice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_with_totp_signs_in_in_two_steps() {
+        let app = super::app().await;
+        let ada = login(&app, "ada").await;
+        let setup = json(send(&app, "POST", "/mfa/setup", &ada, "").await).await;
+        let secret = setup["secret"].as_str().unwrap().to_owned();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let code = |step: u64| latchkey::mfa::code_at(&secret, now + step * 30).unwrap();
+        let body = format!(r#"{{"code":"{}"}}"#, code(0));
+        let codes = json(send(&app, "POST", "/mfa/confirm", &ada, &body).await).await;
+        assert_eq!(codes.as_array().unwrap().len(), 10, "recovery codes");
+
+        // The password now opens a pending sign-in only.
+        let body = r#"{"username":"ada","password":"analytical engine notes"}"#;
+        let res = send(&app, "POST", "/login", "", body).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let pending = res.headers()["set-cookie"].to_str().unwrap();
+        let pending = pending.split(';').next().unwrap().to_owned();
+        let res = send(&app, "GET", "/todos", &pending, "").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let body = format!(r#"{{"code":"{}"}}"#, code(1));
+        let res = send(&app, "POST", "/login/mfa", &pending, &body).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let session = res.headers()["set-cookie"].to_str().unwrap();
+        let session = session.split(';').next().unwrap().to_owned();
+        assert_eq!(
+            send(&app, "GET", "/todos", &session, "").await.status(),
+            StatusCode::OK
         );
     }
 }

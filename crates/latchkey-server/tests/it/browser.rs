@@ -978,25 +978,26 @@ async fn two_factor_set_up_on_the_page_then_sign_in_with_a_code() {
     b.wait_text("Welcome to your profile, alice!").await;
     b.click("main a[href='/mfa']").await;
     b.wait_text("Status: off").await;
-    b.click("form[action='/mfa/totp/setup'] button[type=submit]").await;
+    b.click("form[action='/mfa/totp/setup'] button[type=submit]")
+        .await;
     b.wait_text("Scan this code").await;
     assert_eq!(b.count(".qr svg").await, 1, "the QR code is inline SVG");
     b.shot("mfa-setup").await;
-    let secret = b
-        .c
-        .find(Locator::Css("#totp-secret"))
-        .await
-        .expect("the key")
-        .text()
-        .await
-        .unwrap();
+    let secret =
+        b.c.find(Locator::Css("#totp-secret"))
+            .await
+            .expect("the key")
+            .text()
+            .await
+            .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let code = |offset: u64| latchkey::mfa::code_at(&secret, now + offset * 30).unwrap();
     b.fill("#code", &code(0)).await;
-    b.click("form[action='/mfa/totp/confirm'] button[type=submit]").await;
+    b.click("form[action='/mfa/totp/confirm'] button[type=submit]")
+        .await;
     let text = b.wait_text("Your recovery codes.").await;
     assert!(text.contains("Status: on"), "{text}");
     assert_eq!(b.count("ul.codes li").await, 10);
@@ -1009,7 +1010,8 @@ async fn two_factor_set_up_on_the_page_then_sign_in_with_a_code() {
     b.click("form[action='/login'] button[type=submit]").await;
     b.wait_path("/login/mfa").await;
     assert_eq!(
-        b.count("#code[autocomplete='one-time-code'][inputmode='numeric']").await,
+        b.count("#code[autocomplete='one-time-code'][inputmode='numeric']")
+            .await,
         1
     );
     b.shot("login-mfa").await;
