@@ -1023,3 +1023,52 @@ async fn two_factor_set_up_on_the_page_then_sign_in_with_a_code() {
     b.wait_text("Welcome to your profile, alice!").await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn forgot_password_in_dev_mode_logs_the_link_and_the_page_resets() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // --dev without SMTP: each mail goes to the log, link on its own line.
+    let s = dev_server(&[]);
+    let out = s.cli(
+        &[
+            "add",
+            "carol",
+            "--email",
+            "carol@example.com",
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = Browser::open(&driver, &s).await;
+    b.go("/login").await;
+    b.click("main a[href='/password/forgot']").await;
+    b.wait_text("Forgot your password?").await;
+    b.fill("#email", "carol@example.com").await;
+    b.click("main form button[type=submit]").await;
+    b.wait_text("a reset link is on its way").await;
+    b.shot("password-forgot").await;
+    let log = s.wait_log("/password/reset?token=", Duration::from_secs(5));
+    let link = log
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("http") && l.contains("/password/reset?token="))
+        .unwrap_or_else(|| panic!("no link on a line of its own in:\n{log}"))
+        .to_owned();
+    b.go(&link).await;
+    b.fill("input[name=new_password]", NEW_PASSWORD).await;
+    b.click("main form button[type=submit]").await;
+    b.wait_path("/login").await;
+    b.go("/login").await;
+    b.fill("#username", "carol").await;
+    b.fill("#password", NEW_PASSWORD).await;
+    b.click("form[action='/login'] button[type=submit]").await;
+    b.wait_text("Welcome to your profile, carol!").await;
+    b.close().await;
+}
