@@ -49,6 +49,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::email::router())
         .merge(routes::reauth::router())
         .merge(routes::mfa::router())
+        .merge(routes::webauthn::router())
         .merge(routes::sessions::router())
         .merge(routes::admin::router())
         .merge(routes::setup::router())

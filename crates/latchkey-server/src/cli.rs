@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// The base of links in mail and redirects, e.g. https://login.example.com (default http://BIND with --dev; needed for mail without it).
     #[arg(long, env = "LATCHKEY_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
+    /// The passkeys' relying party id: the public URL's host (default) or a parent domain of it.
+    #[arg(long, env = "LATCHKEY_RP_ID", value_name = "DOMAIN")]
+    pub rp_id: Option<String>,
     /// How long password-reset and verification links in mail work.
     #[arg(long, env = "LATCHKEY_RESET_TTL", default_value = "15m", value_name = "DUR", value_parser = parse_duration)]
     pub reset_ttl: Duration,

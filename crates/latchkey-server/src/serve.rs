@@ -149,6 +149,18 @@ impl Serving {
             .unwrap_or_else(|| "latchkey".into());
         let factors = crate::factors::open(&args.stores.database).map_err(Failure::usage)?;
         let auth = auth.factors(factors, issuer);
+        // Passkeys need an origin: the public URL (with --dev, this listener).
+        let auth = match &public_url {
+            Some(url) => {
+                let host = url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let rp_id = args.rp_id.clone().unwrap_or(host);
+                auth.passkeys(rp_id, url.clone())
+            }
+            None => auth,
+        };
         let auth = auth
             .build()
             // A bad trusted origin and the like: a usage error at start-up.

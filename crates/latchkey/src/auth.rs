@@ -223,6 +223,8 @@ pub(crate) struct Inner {
     cross_origin: CsrfLayer<RejectFn>,
     pub(crate) mailer: Option<Arc<dyn crate::mail::Mailer>>,
     pub(crate) factors: Option<Arc<dyn crate::mfa::FactorStore>>,
+    #[cfg(feature = "passkeys")]
+    pub(crate) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
 
 /// The latchkey handle: cheap to clone, shared by the layer and extractors.
@@ -237,6 +239,7 @@ impl Latchkey {
         cross_origin: CsrfLayer<RejectFn>,
         mailer: Option<Arc<dyn crate::mail::Mailer>>,
         factors: Option<Arc<dyn crate::mfa::FactorStore>>,
+        #[cfg(feature = "passkeys")] webauthn: Option<webauthn_rs::Webauthn>,
     ) -> Self {
         let counters: Arc<dyn crate::store::CounterStore> = store.clone();
         let users = users.map(Arc::new);
@@ -257,6 +260,8 @@ impl Latchkey {
             config,
             mailer,
             factors,
+            #[cfg(feature = "passkeys")]
+            webauthn: webauthn.map(Arc::new),
         }))
     }
 

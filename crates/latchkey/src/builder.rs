@@ -34,6 +34,9 @@ pub enum ConfigError {
     /// A trusted origin that is not `scheme://host[:port]`.
     #[error("{0}")]
     TrustedOrigin(String),
+    /// A relying party id and origin that do not fit together.
+    #[error("{0}")]
+    Passkeys(String),
     /// A mailer without a public URL to build links from.
     #[error("a mailer needs Builder::public_url (the base of links in mail, e.g. https://login.example.com)")]
     MissingPublicUrl,
@@ -59,6 +62,8 @@ pub struct Builder {
     users: Option<UserCheck>,
     mailer: Option<Arc<dyn crate::mail::Mailer>>,
     factors: Option<Arc<dyn crate::mfa::FactorStore>>,
+    #[cfg(feature = "passkeys")]
+    passkeys: Option<(String, String)>,
     config: Config,
 }
 
@@ -72,6 +77,8 @@ impl Latchkey {
             users: None,
             mailer: None,
             factors: None,
+            #[cfg(feature = "passkeys")]
+            passkeys: None,
             config: Config::new(Vec::new()),
         }
     }
@@ -201,6 +208,17 @@ impl Builder {
         self
     }
 
+    /// Turns passkeys on ([`passkeys`](crate::passkeys)): the relying party
+    /// id (a domain, e.g. `example.com`) and the origin browsers use (e.g.
+    /// `https://login.example.com`). Needs [`factors`](Self::factors),
+    /// where credentials are kept.
+    #[cfg(feature = "passkeys")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "passkeys")))]
+    pub fn passkeys(mut self, rp_id: impl Into<String>, origin: impl Into<String>) -> Self {
+        self.passkeys = Some((rp_id.into(), origin.into()));
+        self
+    }
+
     /// The handle, once everything checks out.
     ///
     /// # Errors
@@ -223,6 +241,13 @@ impl Builder {
         if self.mailer.is_some() && self.config.recovery.public_url.is_none() {
             return Err(ConfigError::MissingPublicUrl);
         }
+        #[cfg(feature = "passkeys")]
+        let webauthn = match &self.passkeys {
+            Some((rp_id, origin)) => {
+                Some(crate::passkeys::relying_party(rp_id, origin).map_err(ConfigError::Passkeys)?)
+            }
+            None => None,
+        };
         let config = self.config.with_key(secret);
         Ok(Latchkey::assemble(
             config,
@@ -231,6 +256,8 @@ impl Builder {
             cross_origin,
             self.mailer,
             self.factors,
+            #[cfg(feature = "passkeys")]
+            webauthn,
         ))
     }
 }

@@ -16,6 +16,8 @@ pub struct CookieConfig {
     pub csrf_name: String,
     /// Name of the pending sign-in cookie (password right, second factor next).
     pub pending_name: String,
+    /// Name of the passkey sign-in ceremony cookie.
+    pub ceremony_name: String,
     /// Whether to set `Secure` (off only for plain-HTTP development).
     pub secure: bool,
     /// `Max-Age`: the absolute timeout, never more.
@@ -30,6 +32,7 @@ impl CookieConfig {
             name: format!("{prefix}latchkey"),
             csrf_name: format!("{prefix}latchkey-csrf"),
             pending_name: format!("{prefix}latchkey-mfa"),
+            ceremony_name: format!("{prefix}latchkey-webauthn"),
             secure,
             max_age,
         }
@@ -75,6 +78,21 @@ impl CookieConfig {
     /// The pending sign-in token in the request, if any.
     pub fn pending_token(&self, headers: &HeaderMap) -> Option<SessionToken> {
         cookie_values(headers, &self.pending_name).find_map(SessionToken::parse)
+    }
+
+    /// `Set-Cookie` value for a passkey sign-in ceremony, living `ttl`.
+    pub fn ceremony(&self, token: &SessionToken, ttl: Duration) -> HeaderValue {
+        self.build(&self.ceremony_name, token.as_str(), ttl)
+    }
+
+    /// `Set-Cookie` value that expires the ceremony cookie now.
+    pub fn ceremony_removal(&self) -> HeaderValue {
+        self.build(&self.ceremony_name, "", Duration::ZERO)
+    }
+
+    /// The passkey ceremony token in the request, if any.
+    pub fn ceremony_token(&self, headers: &HeaderMap) -> Option<SessionToken> {
+        cookie_values(headers, &self.ceremony_name).find_map(SessionToken::parse)
     }
 
     /// The session token in the request, if one well-formed cookie carries it.

@@ -75,6 +75,7 @@
 //! | `zxcvbn` | yes | the guessability check in [`password::PasswordPolicy`] |
 //! | `postgres` | no | [`store::PostgresStore`] (sqlx's PostgreSQL driver) |
 //! | `redis` | no | [`store::RedisStore`] (the `redis` crate) |
+//! | `passkeys` | no | [`passkeys`]: WebAuthn registration and sign-in (`webauthn-rs`, needs OpenSSL) |
 //! | `test-suite` | no | [`store_suite!`]: the tests every store passes, for your own store |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
@@ -93,6 +94,9 @@ mod hash_pool;
 mod layer;
 pub mod mail;
 pub mod mfa;
+#[cfg(feature = "passkeys")]
+#[cfg_attr(docsrs, doc(cfg(feature = "passkeys")))]
+pub mod passkeys;
 pub mod password;
 pub mod recovery;
 mod request_auth;

@@ -31,6 +31,11 @@ pub struct SessionToken(String);
 /// Length of an encoded token: 32 bytes in unpadded base64url.
 const TOKEN_LEN: usize = 43;
 
+/// Bytes as unpadded base64url (credential ids and the like).
+pub(crate) fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 impl SessionToken {
     /// A new random token.
     pub fn generate() -> Self {

@@ -211,6 +211,38 @@ impl Throttle {
         Ok((n > c.per_user_and_address).then(|| wait(left)))
     }
 
+    /// `Some(wait)` when the client address has failed passkey sign-ins
+    /// past the per-address limit within the window (a passkey cannot be
+    /// guessed, so the looser of the two address limits applies).
+    pub async fn passkey_gate(&self, ip: &str) -> Result<Option<Duration>, StoreError> {
+        let key = format!("pk:{}", digest(&[&address_bucket(ip)]));
+        Ok(self
+            .counters
+            .peek(&key)
+            .await?
+            .filter(|(n, _)| *n >= self.config.per_address)
+            .map(|(_, left)| wait(left)))
+    }
+
+    /// Counts a failed passkey sign-in from `ip`.
+    pub async fn passkey_failed(&self, ip: &str) -> Result<(), StoreError> {
+        let key = format!("pk:{}", digest(&[&address_bucket(ip)]));
+        self.counters
+            .hit(&key, self.config.window, false)
+            .await
+            .map(drop)
+    }
+
+    /// A completed sign-in by other means (a passkey): clears the
+    /// username's failures from that address and the account's count, as
+    /// a right password does.
+    pub async fn clear_account(&self, username: &str, ip: &str) -> Result<(), StoreError> {
+        let k = Keys::new(username, ip);
+        self.counters.reset(&k.user_addr).await?;
+        self.counters.reset(&k.account).await?;
+        self.counters.reset(&k.gate).await
+    }
+
     /// Counts one request for a mailed link (forgot password): per client
     /// address and per target address, each allowed the per-(username,
     /// address) limit within the window, so neither one client nor many

@@ -16,6 +16,7 @@ pub mod sessions;
 pub mod setup;
 pub mod signup;
 pub mod static_files;
+pub mod webauthn;
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};

@@ -18,6 +18,7 @@ mod mail;
 mod mfa;
 mod multi_instance;
 mod outage;
+mod passkeys;
 mod recovery;
 mod recovery_mail;
 mod security;

@@ -215,7 +215,20 @@ impl Latchkey {
         Ok(codes)
     }
 
-    /// Turns every second factor of the user off (TOTP and recovery codes).
+    /// Turns the user's TOTP off (its recovery codes die with it; passkeys stay).
+    ///
+    /// # Errors
+    /// [`MfaError::Off`] or [`MfaError::Unavailable`].
+    pub async fn remove_totp(&self, user_id: &str, username: &str) -> Result<(), MfaError> {
+        self.factors()?
+            .remove_totp(user_id)
+            .await
+            .map_err(backend)?;
+        tracing::info!(target: "latchkey::audit", event = "totp_removed", username = clip(username));
+        Ok(())
+    }
+
+    /// Turns every second factor of the user off (TOTP, recovery codes, passkeys).
     ///
     /// # Errors
     /// [`MfaError::Off`] or [`MfaError::Unavailable`].

@@ -11,7 +11,7 @@
 //! a confirmed factor signs in in two steps ([`LoginError::SecondFactorRequired`](crate::LoginError::SecondFactorRequired)).
 
 mod codes;
-mod flows;
+pub(crate) mod flows;
 mod pending;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
@@ -61,6 +61,24 @@ impl FactorSummary {
     }
 }
 
+/// A registered passkey as stored: the credential as the WebAuthn library
+/// serialised it (public key, sign counter, backup flags), under its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    /// The credential id, base64url.
+    pub id: String,
+    /// Whose it is.
+    pub user_id: String,
+    /// The user's name for it ("Laptop").
+    pub name: String,
+    /// The credential (JSON); its counter moves with every use.
+    pub data: String,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// Milliseconds since the epoch, if it was ever used.
+    pub last_used_at: Option<i64>,
+}
+
 /// Where second factors live. Every method that decides whether a code is
 /// accepted is one atomic step in the store, so two requests racing with
 /// one code cannot both pass.
@@ -90,8 +108,27 @@ pub trait FactorStore: Send + Sync + 'static {
     ) -> Result<(), BackendError>;
     /// Uses up the code with this hash; `false` when there is none.
     async fn use_recovery_code(&self, user_id: &str, hash: &str) -> Result<bool, BackendError>;
-    /// Removes every factor of the user (TOTP and recovery codes).
+    /// Removes the user's TOTP factor and recovery codes.
+    async fn remove_totp(&self, user_id: &str) -> Result<(), BackendError>;
+    /// Removes every factor of the user (TOTP, recovery codes, passkeys).
     async fn remove_factors(&self, user_id: &str) -> Result<(), BackendError>;
+    /// Files a new passkey; `false` when its credential id is taken.
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<bool, BackendError>;
+    /// The user's passkeys, oldest first.
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<PasskeyRecord>, BackendError>;
+    /// The passkey with this credential id, whoever's it is.
+    async fn passkey(&self, id: &str) -> Result<Option<PasskeyRecord>, BackendError>;
+    /// Stores a used passkey's new state (counter) and when it was used.
+    async fn update_passkey(&self, id: &str, data: &str, used_at: i64) -> Result<(), BackendError>;
+    /// Renames one of the user's passkeys; `false` when it is not theirs.
+    async fn rename_passkey(
+        &self,
+        user_id: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<bool, BackendError>;
+    /// Deletes one of the user's passkeys; `false` when it is not theirs.
+    async fn delete_passkey(&self, user_id: &str, id: &str) -> Result<bool, BackendError>;
     /// The user's factors at a glance.
     async fn summary(&self, user_id: &str) -> Result<FactorSummary, BackendError>;
 }

@@ -176,7 +176,10 @@ impl Latchkey {
     }
 
     /// The user of the request's live pending sign-in, and its ticket key.
-    async fn pending_user(&self, headers: &HeaderMap) -> Result<(String, String), LoginError> {
+    pub(crate) async fn pending_user(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(String, String), LoginError> {
         let token = self
             .cookies()
             .pending_token(headers)

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::{FactorStore, FactorSummary, TotpRecord};
+use super::{FactorStore, FactorSummary, PasskeyRecord, TotpRecord};
 use crate::session::now_ms;
 use crate::user::BackendError;
 
@@ -21,6 +21,35 @@ const SCHEMA: &[&str] = &[
         code_hash TEXT NOT NULL,
         PRIMARY KEY (user_id, code_hash)
     )",
+    "CREATE TABLE IF NOT EXISTS latchkey_passkeys (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        data         TEXT NOT NULL,
+        created_at   BIGINT NOT NULL,
+        last_used_at BIGINT
+    )",
+    "CREATE INDEX IF NOT EXISTS latchkey_passkeys_user ON latchkey_passkeys (user_id)",
+];
+
+type PasskeyRow = (String, String, String, String, i64, Option<i64>);
+
+fn passkey_of((id, user_id, name, data, created_at, last_used_at): PasskeyRow) -> PasskeyRecord {
+    PasskeyRecord {
+        id,
+        user_id,
+        name,
+        data,
+        created_at,
+        last_used_at,
+    }
+}
+
+const TOTP_TABLES: [&str; 2] = ["latchkey_totp", "latchkey_recovery_codes"];
+const ALL_TABLES: [&str; 3] = [
+    "latchkey_totp",
+    "latchkey_recovery_codes",
+    "latchkey_passkeys",
 ];
 
 macro_rules! factor_store {
@@ -58,6 +87,16 @@ macro_rules! factor_store {
                     .await
                     .map_err(|e: sqlx::Error| Box::new(e) as BackendError)?;
                 Ok(&self.pool)
+            }
+
+            async fn delete_all(&self, user_id: &str, tables: &[&str]) -> Result<(), BackendError> {
+                let mut tx = self.pool().await?.begin().await?;
+                for table in tables {
+                    let sql = format!("DELETE FROM {table} WHERE user_id = $1");
+                    sqlx::query(&sql).bind(user_id).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn changed<'q>(&self, q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>) -> Result<bool, BackendError> {
@@ -148,23 +187,86 @@ macro_rules! factor_store {
                 .await
             }
 
+            async fn remove_totp(&self, user_id: &str) -> Result<(), BackendError> {
+                self.delete_all(user_id, &TOTP_TABLES).await
+            }
+
             async fn remove_factors(&self, user_id: &str) -> Result<(), BackendError> {
-                let mut tx = self.pool().await?.begin().await?;
-                for sql in [
-                    "DELETE FROM latchkey_totp WHERE user_id = $1",
-                    "DELETE FROM latchkey_recovery_codes WHERE user_id = $1",
-                ] {
-                    sqlx::query(sql).bind(user_id).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                self.delete_all(user_id, &ALL_TABLES).await
+            }
+
+            async fn add_passkey(&self, p: &PasskeyRecord) -> Result<bool, BackendError> {
+                self.changed(
+                    sqlx::query(
+                        "INSERT INTO latchkey_passkeys (id, user_id, name, data, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&p.id)
+                    .bind(&p.user_id)
+                    .bind(&p.name)
+                    .bind(&p.data)
+                    .bind(p.created_at),
+                )
+                .await
+            }
+
+            async fn passkeys(&self, user_id: &str) -> Result<Vec<PasskeyRecord>, BackendError> {
+                let rows: Vec<PasskeyRow> = sqlx::query_as(
+                    "SELECT id, user_id, name, data, created_at, last_used_at FROM latchkey_passkeys \
+                     WHERE user_id = $1 ORDER BY created_at, id",
+                )
+                .bind(user_id)
+                .fetch_all(self.pool().await?)
+                .await?;
+                Ok(rows.into_iter().map(passkey_of).collect())
+            }
+
+            async fn passkey(&self, id: &str) -> Result<Option<PasskeyRecord>, BackendError> {
+                let row: Option<PasskeyRow> = sqlx::query_as(
+                    "SELECT id, user_id, name, data, created_at, last_used_at FROM latchkey_passkeys WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(self.pool().await?)
+                .await?;
+                Ok(row.map(passkey_of))
+            }
+
+            async fn update_passkey(&self, id: &str, data: &str, used_at: i64) -> Result<(), BackendError> {
+                self.changed(
+                    sqlx::query("UPDATE latchkey_passkeys SET data = $2, last_used_at = $3 WHERE id = $1")
+                        .bind(id)
+                        .bind(data)
+                        .bind(used_at),
+                )
+                .await
+                .map(drop)
+            }
+
+            async fn rename_passkey(&self, user_id: &str, id: &str, name: &str) -> Result<bool, BackendError> {
+                self.changed(
+                    sqlx::query("UPDATE latchkey_passkeys SET name = $3 WHERE user_id = $1 AND id = $2")
+                        .bind(user_id)
+                        .bind(id)
+                        .bind(name),
+                )
+                .await
+            }
+
+            async fn delete_passkey(&self, user_id: &str, id: &str) -> Result<bool, BackendError> {
+                self.changed(
+                    sqlx::query("DELETE FROM latchkey_passkeys WHERE user_id = $1 AND id = $2")
+                        .bind(user_id)
+                        .bind(id),
+                )
+                .await
             }
 
             async fn summary(&self, user_id: &str) -> Result<FactorSummary, BackendError> {
-                let (totp, codes): (i64, i64) = sqlx::query_as(
+                let (totp, codes, passkeys): (i64, i64, i64) = sqlx::query_as(
                     "SELECT \
                      (SELECT COUNT(*) FROM latchkey_totp WHERE user_id = $1 AND secret IS NOT NULL), \
-                     (SELECT COUNT(*) FROM latchkey_recovery_codes WHERE user_id = $1)",
+                     (SELECT COUNT(*) FROM latchkey_recovery_codes WHERE user_id = $1), \
+                     (SELECT COUNT(*) FROM latchkey_passkeys WHERE user_id = $1)",
                 )
                 .bind(user_id)
                 .fetch_one(self.pool().await?)
@@ -172,7 +274,7 @@ macro_rules! factor_store {
                 Ok(FactorSummary {
                     totp: totp > 0,
                     recovery_codes_left: codes.max(0) as u64,
-                    passkeys: 0,
+                    passkeys: passkeys.max(0) as u64,
                 })
             }
         }
@@ -262,6 +364,42 @@ mod tests {
             !f.use_recovery_code("user-2", "h4").await.unwrap(),
             "per user"
         );
+        let pk = PasskeyRecord {
+            id: "cred-1".into(),
+            user_id: u.into(),
+            name: "Laptop".into(),
+            data: "{}".into(),
+            created_at: 5,
+            last_used_at: None,
+        };
+        assert!(f.add_passkey(&pk).await.unwrap());
+        assert!(!f.add_passkey(&pk).await.unwrap(), "a credential id once");
+        assert_eq!(f.passkey("cred-1").await.unwrap().as_ref(), Some(&pk));
+        assert!(
+            !f.rename_passkey("user-2", "cred-1", "Mine").await.unwrap(),
+            "not theirs"
+        );
+        assert!(f.rename_passkey(u, "cred-1", "Phone").await.unwrap());
+        f.update_passkey("cred-1", "{\"n\":1}", 9).await.unwrap();
+        let got = &f.passkeys(u).await.unwrap()[0];
+        assert_eq!(
+            (got.name.as_str(), got.data.as_str(), got.last_used_at),
+            ("Phone", "{\"n\":1}", Some(9))
+        );
+        assert_eq!(f.summary(u).await.unwrap().passkeys, 1);
+        f.remove_totp(u).await.unwrap();
+        assert_eq!(
+            f.summary(u).await.unwrap(),
+            FactorSummary {
+                totp: false,
+                recovery_codes_left: 0,
+                passkeys: 1
+            },
+            "removing TOTP keeps passkeys"
+        );
+        assert!(!f.delete_passkey("user-2", "cred-1").await.unwrap());
+        assert!(f.delete_passkey(u, "cred-1").await.unwrap());
+        f.add_passkey(&pk).await.unwrap();
         f.remove_factors(u).await.unwrap();
         assert_eq!(f.summary(u).await.unwrap(), FactorSummary::default());
         assert_eq!(f.totp(u).await.unwrap(), None);

@@ -61,11 +61,7 @@ pub async fn confirm(
 }
 
 pub async fn remove(State(app): State<AppState>, Recent(user): Recent) -> Response {
-    match app
-        .auth
-        .remove_factors(user.user_id(), user.username())
-        .await
-    {
+    match app.auth.remove_totp(user.user_id(), user.username()).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }
@@ -77,11 +73,7 @@ pub async fn remove_form(
     Recent(user): Recent,
     _: Input<Empty>,
 ) -> Response {
-    match app
-        .auth
-        .remove_factors(user.user_id(), user.username())
-        .await
-    {
+    match app.auth.remove_totp(user.user_id(), user.username()).await {
         Ok(()) => see_other("/mfa"),
         Err(e) => e.into_response(),
     }
