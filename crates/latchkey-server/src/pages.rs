@@ -6,7 +6,7 @@ use axum::response::{Html, IntoResponse, Response};
 use latchkey::CurrentUser;
 
 /// Bumped with the stylesheet so browsers may cache it for a year.
-pub const ASSET_VERSION: &str = "2";
+pub const ASSET_VERSION: &str = "3";
 pub const STYLESHEET: &str = include_str!("../static/style.css");
 
 /// What the header shows for a signed-in user.
@@ -38,6 +38,8 @@ pub struct LoginPage {
     pub signup: bool,
     /// Show "Forgot your password?" (mail is on).
     pub forgot: bool,
+    /// Show "Sign in with a passkey".
+    pub passkeys: bool,
 }
 
 #[derive(Template)]
@@ -96,6 +98,15 @@ pub struct LoginMfaPage {
     pub csrf: String,
     pub next: String,
     pub error: Option<String>,
+    pub passkeys: bool,
+}
+
+/// A passkey on the two-factor page.
+pub struct PasskeyRow {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub last_used: String,
 }
 
 #[derive(Template)]
@@ -110,6 +121,8 @@ pub struct MfaPage {
     /// Codes to show once (after confirming or renewing).
     pub codes: Vec<String>,
     pub error: Option<String>,
+    pub passkeys_on: bool,
+    pub passkeys: Vec<PasskeyRow>,
 }
 
 #[derive(Template)]
@@ -262,6 +275,26 @@ pub fn forbidden(nav: Option<Nav>) -> Response {
 }
 
 /// `GET /static/style-N.css`: immutable, cached for a year.
+pub const PASSKEYS_JS: &str = include_str!("../static/passkeys.js");
+
+/// The passkey script, versioned with the stylesheet.
+pub async fn passkeys_js() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            ),
+        ],
+        PASSKEYS_JS,
+    )
+        .into_response()
+}
+
 pub async fn stylesheet() -> Response {
     (
         [

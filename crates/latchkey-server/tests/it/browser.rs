@@ -1072,3 +1072,106 @@ async fn forgot_password_in_dev_mode_logs_the_link_and_the_page_resets() {
     b.wait_text("Welcome to your profile, carol!").await;
     b.close().await;
 }
+
+/// WebDriver's WebAuthn extension (chromedriver implements it): a virtual
+/// authenticator with resident keys and user verification, so the pages'
+/// passkey script runs against a real browser's `navigator.credentials`.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/webauthn/authenticator",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = serde_json::json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+            "automaticPresenceSimulation": true,
+        });
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn a_passkey_added_on_the_page_signs_in_without_a_password() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // WebAuthn needs a domain (not an IP) in a secure context: localhost.
+    let s = dev_server(&["--public-url", "http://localhost:1"]);
+    s.add_user("alice", "user");
+    let port = s.base.rsplit(':').next().unwrap().to_owned();
+    let site = format!("http://localhost:{port}");
+    let b = Browser::open(&driver, &s).await;
+    b.c.issue_cmd(AddVirtualAuthenticator)
+        .await
+        .expect("chromedriver's virtual authenticator");
+
+    b.go(&format!("{site}/login")).await;
+    b.fill("#username", "alice").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("form[action='/login'] button[type=submit]").await;
+    b.wait_text("Welcome to your profile, alice!").await;
+    b.go(&format!("{site}/mfa")).await;
+    b.wait_text("No passkeys yet.").await;
+    b.fill("#passkey-name", "Chromium").await;
+    b.press("form[data-passkey-register] button[type=submit]")
+        .await;
+    let text = b.wait_text("Delete Chromium").await;
+    assert!(text.contains("last used never"), "{text}");
+    b.shot("passkeys").await;
+
+    b.click("nav form[action='/logout'] button").await;
+    b.go(&format!("{site}/login")).await;
+    // Chromium offers the passkey as autofill (conditional UI) as soon as
+    // the page loads, and the virtual authenticator accepts at once: the
+    // page may sign in before the button is pressed. Either way, no password.
+    if let Ok(button) = b.c.find(Locator::Css("[data-passkey-login]")).await {
+        let _ = button.click().await;
+    }
+    b.wait_text("Welcome to your profile, alice!").await;
+    b.go(&format!("{site}/mfa")).await;
+    let text = b.wait_text("Delete Chromium").await;
+    assert!(
+        !text.contains("last used never"),
+        "its use is recorded: {text}"
+    );
+
+    // With a passkey, a password alone is not enough: the second step's
+    // "Use a passkey" button completes it. (The password goes from a page
+    // without the sign-in form, whose autofill would take the passkey first.)
+    b.click("nav form[action='/logout'] button").await;
+    b.go(&format!("{site}/healthz")).await;
+    let status =
+        b.c.execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/login', {method: 'POST', headers: {'content-type': 'application/json'},
+                              body: JSON.stringify({username: 'alice', password: arguments[0]})})
+               .then(r => done(r.status), e => done(String(e)));",
+            vec![serde_json::json!(PASSWORD)],
+        )
+        .await
+        .expect("password step");
+    assert_eq!(
+        status,
+        serde_json::json!(202),
+        "a second factor is required"
+    );
+    b.go(&format!("{site}/login/mfa")).await;
+    b.wait_text("Use a passkey").await;
+    b.press("[data-passkey-login]").await;
+    b.wait_text("Welcome to your profile, alice!").await;
+    b.close().await;
+}

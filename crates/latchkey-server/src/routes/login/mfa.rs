@@ -43,6 +43,7 @@ fn page(
         csrf,
         next,
         error,
+        passkeys: app.auth.passkeys_enabled(),
     };
     with_cookie(render(status, page), cookie)
 }

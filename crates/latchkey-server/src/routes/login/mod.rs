@@ -33,6 +33,7 @@ fn login_page(
         nav: user.and_then(Nav::of),
         signup: app.allow_signup,
         forgot: app.auth.mail_enabled(),
+        passkeys: app.auth.passkeys_enabled(),
         csrf,
         error,
         username,

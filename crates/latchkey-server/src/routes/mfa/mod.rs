@@ -14,7 +14,7 @@ use latchkey::CurrentUser;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::pages::{render, MfaPage, Nav};
+use crate::pages::{render, when, MfaPage, Nav, PasskeyRow};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -55,9 +55,29 @@ async fn page(
             Err(_) => None,
         }
     };
+    let passkeys_on = app.auth.passkeys_enabled();
+    let passkeys = if passkeys_on {
+        match app.auth.passkeys_of(user.user_id()).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|p| PasskeyRow {
+                    id: p.id,
+                    name: p.name,
+                    created: when(p.created_at),
+                    last_used: p.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+                })
+                .collect(),
+            Err(latchkey::passkeys::PasskeyError::Unavailable(e)) => return Err(e.into()),
+            Err(_) => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
     Ok(render(
         status,
         MfaPage {
+            passkeys_on,
+            passkeys,
             nav: Nav::of(user),
             csrf: user.csrf_token().to_owned(),
             totp: summary.totp,
