@@ -150,16 +150,22 @@ impl Serving {
         let factors = crate::factors::open(&args.stores.database).map_err(Failure::usage)?;
         let auth = auth.factors(factors, issuer);
         // Passkeys need an origin: the public URL (with --dev, this listener).
-        let auth = match &public_url {
-            Some(url) => {
-                let host = url::Url::parse(url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let rp_id = args.rp_id.clone().unwrap_or(host);
+        // An IP address cannot be a relying party id: then passkeys stay off
+        // unless --rp-id names a domain (with --dev, browse localhost).
+        let parsed = public_url.as_deref().and_then(|u| url::Url::parse(u).ok());
+        let auth = match (&public_url, parsed.as_ref().and_then(|u| u.domain())) {
+            (Some(url), Some(domain)) => {
+                let rp_id = args.rp_id.clone().unwrap_or_else(|| domain.to_owned());
                 auth.passkeys(rp_id, url.clone())
             }
-            None => auth,
+            (Some(url), None) if args.rp_id.is_some() => {
+                auth.passkeys(args.rp_id.clone().unwrap_or_default(), url.clone())
+            }
+            (Some(url), None) => {
+                tracing::info!("passkeys are off: the public URL {url} has no domain name (use e.g. --public-url http://localhost:PORT)");
+                auth
+            }
+            (None, _) => auth,
         };
         let auth = auth
             .build()
