@@ -30,12 +30,13 @@ impl LatchkeyLayer {
     }
 }
 
-impl<S> Layer<S> for LatchkeyLayer {
+impl<S: Clone> Layer<S> for LatchkeyLayer {
     type Service = LatchkeyService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         LatchkeyService {
-            inner: self.cross_origin.layer(inner),
+            checked: self.cross_origin.layer(inner.clone()),
+            exempt: inner,
             auth: self.auth.clone(),
         }
     }
@@ -44,9 +45,16 @@ impl<S> Layer<S> for LatchkeyLayer {
 /// The service [`LatchkeyLayer`] wraps around a router: the cross-origin
 /// check, then the router, then the security headers. No allocation per
 /// request of its own: its future is a plain struct around the inner one.
+///
+/// It holds the router twice, behind tower-http's check and bare: the few
+/// requests that check must not judge (the forward-auth endpoint, and
+/// same-site requests from the cookie domain, which need the request's
+/// headers to recognise while the check's bypass hook sees only method and
+/// URI) go to the bare one.
 #[derive(Clone)]
 pub struct LatchkeyService<S> {
-    inner: Csrf<S, RejectFn>,
+    checked: Csrf<S, RejectFn>,
+    exempt: S,
     auth: Latchkey,
 }
 
@@ -64,16 +72,25 @@ where
     type Future = LatchkeyFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        // Both handles ready, whichever the request goes to (for a router,
+        // both always are).
+        std::task::ready!(self.checked.poll_ready(cx))?;
+        self.exempt.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let secure = self.auth.config().is_secure();
         req.extensions_mut().insert(self.auth.clone());
-        LatchkeyFuture {
-            inner: self.inner.call(req),
-            secure,
-        }
+        let inner = if crate::csrf::exempt(self.auth.config(), &req) {
+            Inner::Exempt {
+                future: self.exempt.call(req),
+            }
+        } else {
+            Inner::Checked {
+                future: self.checked.call(req),
+            }
+        };
+        LatchkeyFuture { inner, secure }
     }
 }
 
@@ -85,8 +102,19 @@ pin_project! {
         F: Future,
     {
         #[pin]
-        inner: tower_http::csrf::ResponseFuture<F>,
+        inner: Inner<F>,
         secure: bool,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<F>
+    where
+        F: Future,
+    {
+        Checked { #[pin] future: tower_http::csrf::ResponseFuture<F> },
+        Exempt { #[pin] future: F },
     }
 }
 
@@ -98,7 +126,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut res = std::task::ready!(this.inner.poll(cx))?;
+        let mut res = match this.inner.project() {
+            InnerProj::Checked { future } => std::task::ready!(future.poll(cx))?,
+            InnerProj::Exempt { future } => std::task::ready!(future.poll(cx))?,
+        };
         security_headers(res.headers_mut(), *this.secure);
         Poll::Ready(Ok(res))
     }
