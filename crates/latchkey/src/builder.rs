@@ -287,10 +287,10 @@ fn redirect_rules(
     cookie_domain: Option<&str>,
     extra_hosts: &[String],
 ) -> Result<(), ConfigError> {
-    use crate::redirect::{parse_cookie_domain, within, RedirectHosts};
+    use crate::redirect::{cookie_domain_covers, parse_cookie_domain, RedirectHosts};
 
     let mut hosts = RedirectHosts::new();
-    let public_host = match &config.recovery.public_url {
+    let public_url = match &config.recovery.public_url {
         Some(raw) => {
             let url = url::Url::parse(raw).map_err(|_| ConfigError::PublicUrl(raw.clone()))?;
             let host = url
@@ -300,17 +300,14 @@ fn redirect_rules(
             hosts
                 .add(host)
                 .map_err(|_| ConfigError::PublicUrl(raw.clone()))?;
-            Some(host.to_owned())
+            Some(raw.clone())
         }
         None => None,
     };
     if let Some(raw) = cookie_domain {
         let domain = parse_cookie_domain(raw).map_err(ConfigError::CookieDomain)?;
-        if let Some(host) = public_host.filter(|h| !within(h, &domain)) {
-            return Err(ConfigError::CookieDomain(format!(
-                "cookie domain {domain:?} does not cover the public URL's host {host:?}: browsers \
-                 refuse a cookie for another domain (use the public URL's host or a parent domain of it)"
-            )));
+        if let Some(public_url) = &public_url {
+            cookie_domain_covers(&domain, public_url).map_err(ConfigError::CookieDomain)?;
         }
         hosts.add_domain_and_subdomains(&domain);
         config.cookie_domain = Some(domain);

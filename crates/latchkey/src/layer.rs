@@ -20,14 +20,39 @@ use crate::Latchkey;
 pub struct LatchkeyLayer {
     auth: Latchkey,
     cross_origin: CsrfLayer<RejectFn>,
+    csp: HeaderValue,
 }
 
 impl LatchkeyLayer {
     pub(crate) fn new(auth: Latchkey) -> Self {
         // Built (and its origins checked) once, by `Builder::build`.
         let cross_origin = auth.cross_origin().clone();
-        Self { auth, cross_origin }
+        let csp = content_security_policy(auth.config());
+        Self {
+            auth,
+            cross_origin,
+            csp,
+        }
     }
+}
+
+/// Pages' policy. `form-action` also governs where a form's answer may
+/// redirect (browsers enforce it on redirects), so a sign-in that returns
+/// the browser to an allowed redirect host needs that host listed: each
+/// with any port (hosts are allowed whatever their port), and without a
+/// scheme (the page's own, or https from an http page). An IPv6 address
+/// cannot be written as a CSP source; a sign-in sent back to one stays on
+/// the sign-in page's site.
+fn content_security_policy(config: &crate::Config) -> HeaderValue {
+    let sources = config.redirect_hosts.csp_sources();
+    if sources.is_empty() {
+        return CSP;
+    }
+    HeaderValue::try_from(format!(
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self' {sources}; base-uri 'none'"
+    ))
+    // Checked host names and addresses: always header text.
+    .unwrap_or(CSP)
 }
 
 impl<S: Clone> Layer<S> for LatchkeyLayer {
@@ -38,6 +63,7 @@ impl<S: Clone> Layer<S> for LatchkeyLayer {
             checked: self.cross_origin.layer(inner.clone()),
             exempt: inner,
             auth: self.auth.clone(),
+            csp: self.csp.clone(),
         }
     }
 }
@@ -56,6 +82,7 @@ pub struct LatchkeyService<S> {
     checked: Csrf<S, RejectFn>,
     exempt: S,
     auth: Latchkey,
+    csp: HeaderValue,
 }
 
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000; includeSubDomains");
@@ -90,7 +117,11 @@ where
                 future: self.checked.call(req),
             }
         };
-        LatchkeyFuture { inner, secure }
+        LatchkeyFuture {
+            inner,
+            secure,
+            csp: self.csp.clone(),
+        }
     }
 }
 
@@ -104,6 +135,7 @@ pin_project! {
         #[pin]
         inner: Inner<F>,
         secure: bool,
+        csp: HeaderValue,
     }
 }
 
@@ -130,12 +162,12 @@ where
             InnerProj::Checked { future } => std::task::ready!(future.poll(cx))?,
             InnerProj::Exempt { future } => std::task::ready!(future.poll(cx))?,
         };
-        security_headers(res.headers_mut(), *this.secure);
+        security_headers(res.headers_mut(), *this.secure, this.csp);
         Poll::Ready(Ok(res))
     }
 }
 
-fn security_headers(h: &mut HeaderMap, secure: bool) {
+fn security_headers(h: &mut HeaderMap, secure: bool, csp: &HeaderValue) {
     // Session answers must never sit in a shared or back-button cache;
     // routes that serve static assets set their own Cache-Control.
     h.entry(header::CACHE_CONTROL)
@@ -154,7 +186,7 @@ fn security_headers(h: &mut HeaderMap, secure: bool) {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
     if html {
-        h.insert(header::CONTENT_SECURITY_POLICY, CSP);
+        h.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
     }
     if secure {
         h.insert(header::STRICT_TRANSPORT_SECURITY, HSTS);

@@ -100,6 +100,22 @@ impl RedirectHosts {
         self.push(Entry::Subdomains(domain.to_owned()));
     }
 
+    /// The hosts as Content-Security-Policy sources, any port
+    /// (`app.example.com:*`, `*.example.com:*`), space-separated; IPv6
+    /// addresses, which CSP cannot name, are left out.
+    pub(crate) fn csp_sources(&self) -> String {
+        let sources: Vec<String> = self
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Exact(h) if h.starts_with('[') => None,
+                Entry::Exact(h) => Some(format!("{h}:*")),
+                Entry::Subdomains(d) => Some(format!("*.{d}:*")),
+            })
+            .collect();
+        sources.join(" ")
+    }
+
     /// Whether no host is allowed.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -174,6 +190,27 @@ pub fn parse_cookie_domain(text: &str) -> Result<String, String> {
             "cookie domain {trimmed:?} is not a host name (use e.g. example.com)"
         )),
     }
+}
+
+/// Checks that the cookie domain `domain` (as [`parse_cookie_domain`]
+/// gives it) covers the host of `public_url`, where the cookie is set:
+/// browsers refuse a cookie for another domain.
+///
+/// # Errors
+/// Says which host it does not cover.
+pub fn cookie_domain_covers(domain: &str, public_url: &str) -> Result<(), String> {
+    let host = Url::parse(public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    if within(&host, domain) {
+        return Ok(());
+    }
+    Err(format!(
+        "cookie domain {domain:?} does not cover the public URL's host {host:?}: browsers \
+         refuse a cookie for another domain (set --public-url to a URL on {domain}, or use its \
+         host or a parent domain of it as the cookie domain)"
+    ))
 }
 
 /// Whether `host` is `domain` or one of its subdomains.
@@ -355,6 +392,7 @@ mod tests {
         }
         let h = RedirectHosts::parse(["Example.COM", " *.Apps.Example.com ", "[::1]"]).unwrap();
         assert_eq!(h.to_string(), "example.com,*.apps.example.com,[::1]");
+        assert_eq!(h.csp_sources(), "example.com:* *.apps.example.com:*");
         // IDN names are compared in punycode, as URLs carry them.
         let h = RedirectHosts::parse(["b\u{fc}cher.example"]).unwrap();
         assert!(h.check("https://xn--bcher-kva.example/").is_some());
