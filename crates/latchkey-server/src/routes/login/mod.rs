@@ -10,10 +10,29 @@ use axum::Router;
 
 use crate::app::AppState;
 use crate::pages::{render, LoginPage, Nav};
-use crate::routes::with_cookie;
+use crate::routes::{redirect_target, with_cookie};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/login", routing::get(get::get).post(post::post))
+}
+
+/// Where the form sends the browser after signing in, carried through it
+/// in hidden inputs: `next` (a page) and `rd` (the URL a reverse proxy
+/// sent the browser from), each only as [`redirect_target`] allows it.
+pub struct Back {
+    next: String,
+    rd: Option<String>,
+}
+
+impl Back {
+    fn new(app: &AppState, next: Option<&str>, rd: Option<&str>) -> Self {
+        Self {
+            next: next
+                .and_then(|n| redirect_target(app, n))
+                .unwrap_or_else(|| "/profile".to_owned()),
+            rd: rd.and_then(|r| redirect_target(app, r)),
+        }
+    }
 }
 
 fn login_page(
@@ -23,7 +42,7 @@ fn login_page(
     status: StatusCode,
     error: Option<String>,
     username: String,
-    next: String,
+    back: Back,
 ) -> Response {
     let (csrf, cookie) = app.auth.form_token(headers, user);
     let page = LoginPage {
@@ -33,7 +52,8 @@ fn login_page(
         csrf,
         error,
         username,
-        next,
+        next: back.next,
+        rd: back.rd,
     };
     with_cookie(render(status, page), cookie)
 }
