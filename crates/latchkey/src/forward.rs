@@ -8,7 +8,7 @@
 //! is compared with.
 
 use axum::extract::FromRequestParts;
-use axum::http::{header, request::Parts, HeaderMap, Method};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method};
 use url::{Origin, Url};
 
 use crate::extract::AuthRejection;
@@ -32,11 +32,17 @@ use crate::Latchkey;
 #[derive(Clone, Debug)]
 pub struct Forwarded {
     method: Method,
-    url: Option<Url>,
-    origin: Option<Origin>,
     trusted: bool,
-    sec_fetch_site: Option<String>,
-    browser_origin: Option<String>,
+    default_scheme: &'static str,
+    // The headers the answers come from, kept as sent (each a reference
+    // count) and parsed only when asked: a signed-in GET parses nothing.
+    forwarded_host: Field,
+    forwarded_proto: Field,
+    forwarded_uri: Field,
+    original_url: Field,
+    host: Field,
+    origin: Field,
+    sec_fetch_site: Field,
 }
 
 impl Forwarded {
@@ -47,32 +53,37 @@ impl Forwarded {
         let trusted = crate::client::peer(parts)
             .is_some_and(|p| crate::client::is_trusted(p.to_canonical(), &config.trusted_proxies));
         let h = &parts.headers;
-        let default_scheme = if config.is_secure() { "https" } else { "http" };
-        let (method, url, origin) = if trusted {
-            let method = match h.contains_key("x-forwarded-method") {
-                false => parts.method.clone(),
-                // One that cannot be read is judged as an unsafe method.
-                true => text(h, "x-forwarded-method")
-                    .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-                    .unwrap_or(Method::POST),
-            };
-            let (url, origin) = rebuild(h, default_scheme)
-                .unwrap_or_else(|| (None, own_origin(parts, default_scheme)));
-            (method, url, origin)
-        } else {
-            (
-                parts.method.clone(),
-                None,
-                own_origin(parts, default_scheme),
-            )
+        let from_proxy = |name: &str| {
+            if trusted {
+                Field::of(h, name)
+            } else {
+                Field::Absent
+            }
+        };
+        let method = match from_proxy("x-forwarded-method") {
+            Field::Absent => parts.method.clone(),
+            // One that cannot be read is judged as an unsafe method.
+            m => m
+                .text()
+                .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+                .unwrap_or(Method::POST),
+        };
+        // HTTP/2 carries the host as the URI's authority.
+        let host = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).map_or(Field::Many, Field::One),
+            None => Field::of(h, header::HOST.as_str()),
         };
         Self {
             method,
-            url,
-            origin,
             trusted,
-            sec_fetch_site: text(h, "sec-fetch-site").map(str::to_owned),
-            browser_origin: text(h, header::ORIGIN.as_str()).map(str::to_owned),
+            default_scheme: if config.is_secure() { "https" } else { "http" },
+            forwarded_host: from_proxy("x-forwarded-host"),
+            forwarded_proto: from_proxy("x-forwarded-proto"),
+            forwarded_uri: from_proxy("x-forwarded-uri"),
+            original_url: from_proxy("x-original-url"),
+            host,
+            origin: Field::of(h, header::ORIGIN.as_str()),
+            sec_fetch_site: Field::of(h, "sec-fetch-site"),
         }
     }
 
@@ -86,8 +97,8 @@ impl Forwarded {
     /// them and they make a well-formed `http(s)` URL. Its host is not yet
     /// checked against the allowed redirect hosts
     /// ([`Latchkey::redirect_url`] does that).
-    pub fn url(&self) -> Option<&Url> {
-        self.url.as_ref()
+    pub fn url(&self) -> Option<Url> {
+        self.rebuild()?.0
     }
 
     /// Whether the socket peer is a trusted proxy (its headers counted).
@@ -107,17 +118,100 @@ impl Forwarded {
         if matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS) {
             return false;
         }
-        match self.sec_fetch_site.as_deref() {
-            Some("same-origin" | "none") => return false,
-            None | Some("") => {}
-            Some(_) => return true,
+        match &self.sec_fetch_site {
+            Field::Absent => {}
+            site => match site.text() {
+                Some("same-origin" | "none") => return false,
+                Some("") => {}
+                _ => return true,
+            },
         }
-        match self.browser_origin.as_deref() {
-            None | Some("") => false,
-            Some(o) => {
-                let theirs = Url::parse(o).ok().map(|u| u.origin());
-                theirs.is_none() || theirs != self.origin
+        match &self.origin {
+            Field::Absent => false,
+            origin => match origin.text() {
+                Some("") => false,
+                Some(o) => {
+                    let theirs = Url::parse(o).ok().map(|u| u.origin());
+                    theirs.is_none() || theirs != self.target_origin()
+                }
+                None => true,
+            },
+        }
+    }
+
+    /// The original request's origin: the forwarded one from a trusted
+    /// proxy that sent one, else this request's own `Host` with the scheme
+    /// latchkey is served over.
+    fn target_origin(&self) -> Option<Origin> {
+        match self.rebuild() {
+            Some((_, origin)) => origin,
+            None => {
+                let host = self.host.text().filter(|h| plain_authority(h))?;
+                Url::parse(&format!("{}://{host}", self.default_scheme))
+                    .ok()
+                    .map(|u| u.origin())
             }
+        }
+    }
+
+    /// The original URL and origin from a trusted proxy's headers:
+    /// `X-Forwarded-Host` (with `-Proto` and `-Uri`) first, else
+    /// `X-Original-URL`. `None` when it sent neither.
+    fn rebuild(&self) -> Option<(Option<Url>, Option<Origin>)> {
+        if let Field::Absent = self.forwarded_host {
+            let url = parse_absolute(self.original_url.text()?);
+            let origin = url.as_ref().map(Url::origin);
+            return Some((url, origin));
+        }
+        let host = self.forwarded_host.text().filter(|h| plain_authority(h));
+        let proto = match &self.forwarded_proto {
+            Field::Absent => Some(self.default_scheme),
+            p => p.text().and_then(scheme),
+        };
+        let (Some(host), Some(proto)) = (host, proto) else {
+            return Some((None, None));
+        };
+        let origin = Url::parse(&format!("{proto}://{host}"))
+            .ok()
+            .map(|u| u.origin());
+        let uri = match &self.forwarded_uri {
+            Field::Absent => Some("/"),
+            uri => uri.text(),
+        };
+        let url = uri
+            .filter(|u| u.starts_with('/'))
+            .and_then(|uri| parse_absolute(&format!("{proto}://{host}{uri}")))
+            // The path cannot move the host: defence in depth.
+            .filter(|u| Some(u.origin()) == origin);
+        Some((url, origin))
+    }
+}
+
+/// One header as the request carried it.
+#[derive(Clone, Debug)]
+enum Field {
+    Absent,
+    One(HeaderValue),
+    /// Sent more than once: ambiguous (which did the proxy write?), so
+    /// never read.
+    Many,
+}
+
+impl Field {
+    fn of(h: &HeaderMap, name: &str) -> Self {
+        let mut all = h.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (None, _) => Field::Absent,
+            (Some(v), None) => Field::One(v.clone()),
+            _ => Field::Many,
+        }
+    }
+
+    /// The value as text; `None` when absent, repeated or not visible ASCII.
+    fn text(&self) -> Option<&str> {
+        match self {
+            Field::One(v) => v.to_str().ok().map(str::trim),
+            _ => None,
         }
     }
 }
@@ -133,17 +227,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Forwarded {
             .ok_or(AuthRejection::MissingLayer)?;
         Ok(Self::from_parts(parts, &latchkey))
     }
-}
-
-/// A header as text; `None` when absent, repeated or not visible ASCII
-/// (a repeated one is ambiguous: which did the proxy write?).
-fn text<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let mut all = h.get_all(name).iter();
-    let first = all.next()?;
-    if all.next().is_some() {
-        return None;
-    }
-    first.to_str().ok().map(str::trim)
 }
 
 /// A host with an optional port, and nothing else: no path, credentials
@@ -164,52 +247,6 @@ fn scheme(proto: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-/// The original URL and origin from a trusted proxy's headers:
-/// `X-Forwarded-Host` (with `-Proto` and `-Uri`) first, else
-/// `X-Original-URL`. `None` when it sent neither.
-#[allow(clippy::type_complexity)]
-fn rebuild(h: &HeaderMap, default_scheme: &'static str) -> Option<(Option<Url>, Option<Origin>)> {
-    if h.contains_key("x-forwarded-host") {
-        let host = text(h, "x-forwarded-host").filter(|h| plain_authority(h));
-        let proto = match h.contains_key("x-forwarded-proto") {
-            false => Some(default_scheme),
-            true => text(h, "x-forwarded-proto").and_then(scheme),
-        };
-        let (Some(host), Some(proto)) = (host, proto) else {
-            return Some((None, None));
-        };
-        let origin = Url::parse(&format!("{proto}://{host}"))
-            .ok()
-            .map(|u| u.origin());
-        let url = match text(h, "x-forwarded-uri").unwrap_or("/") {
-            uri if uri.starts_with('/') => parse_absolute(&format!("{proto}://{host}{uri}")),
-            _ => None,
-        };
-        // The path cannot move the host: defence in depth.
-        let url = url.filter(|u| Some(u.origin()) == origin);
-        return Some((url, origin));
-    }
-    let url = parse_absolute(text(h, "x-original-url")?);
-    let origin = url.as_ref().map(Url::origin);
-    Some((url, origin))
-}
-
-/// The origin of this request itself: `Host` (or the HTTP/2 authority)
-/// with the scheme latchkey is served over.
-fn own_origin(parts: &Parts, default_scheme: &str) -> Option<Origin> {
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| text(&parts.headers, header::HOST.as_str()))?;
-    if !plain_authority(host) {
-        return None;
-    }
-    Url::parse(&format!("{default_scheme}://{host}"))
-        .ok()
-        .map(|u| u.origin())
 }
 
 #[cfg(test)]
