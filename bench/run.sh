@@ -72,6 +72,8 @@ install_tools() {
     OPEN_LOOP=wrk2
   elif OHA=$(command -v oha || ls "$HOME/.cargo/bin/oha" 2>/dev/null); then
     OPEN_LOOP=oha
+  elif [ "$GET_ONLY" = 1 ]; then
+    log "--get-only: no storm test, so no oha needed"
   elif [ "$SMOKE" = 0 ]; then
     log "installing oha (cargo install oha --locked), for the open-loop storm test"
     if cargo install oha --locked >"$WORK/oha-install.log" 2>&1; then OPEN_LOOP=oha OHA=$HOME/.cargo/bin/oha
