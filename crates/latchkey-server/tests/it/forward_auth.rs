@@ -3,8 +3,9 @@
 //! `auth_request`, Caddy's `forward_auth`, each with the configuration
 //! `docs/` ships, run unprivileged from a temporary directory on free
 //! loopback ports) in front of a small app that echoes the headers it got;
-//! and one real browser (Chromium) from the guarded app through sign-in
-//! and back.
+//! and a real browser (Chromium) from the guarded app through sign-in and
+//! back, behind nginx with a cookie domain and behind Caddy on one host
+//! (the README's walkthrough, `docs/Caddyfile.local`).
 //!
 //! The proxy tests need `nginx` and `caddy` (Debian: `apt-get install
 //! nginx caddy`; `.ci/run` installs them); without one, its test prints
@@ -866,21 +867,30 @@ fn nginx(p: &Ports) -> Option<Proxy> {
 }
 
 fn caddy(p: &Ports) -> Option<Proxy> {
+    let site = config_from_docs("Caddyfile", p);
+    caddy_with(
+        |dir| {
+            format!(
+                "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}/data\n}}\n\n{site}",
+                dir.display()
+            )
+        },
+        p.proxy,
+    )
+}
+
+/// Caddy running the configuration `conf` makes for its directory.
+fn caddy_with(conf: impl FnOnce(&Path) -> String, port: u16) -> Option<Proxy> {
     let caddy = program("caddy", "the Caddy test")?;
     let dir = TempDir::new();
-    let site = config_from_docs("Caddyfile", p);
-    let conf = format!(
-        "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}/data\n}}\n\n{site}",
-        dir.path().display()
-    );
-    std::fs::write(dir.path().join("Caddyfile"), conf).unwrap();
+    std::fs::write(dir.path().join("Caddyfile"), conf(dir.path())).unwrap();
     let mut cmd = Command::new(caddy);
     cmd.args(["run", "--adapter", "caddyfile", "--config"])
         .arg(dir.path().join("Caddyfile"))
         .env("HOME", dir.path())
         .env("XDG_DATA_HOME", dir.path().join("data"))
         .env("XDG_CONFIG_HOME", dir.path().join("config"));
-    Some(Proxy::start(cmd, p.proxy, dir))
+    Some(Proxy::start(cmd, port, dir))
 }
 
 /// latchkey as the docs run it behind a proxy on `proxy_port`: sessions
@@ -1219,6 +1229,44 @@ async fn a_browser_goes_from_the_guarded_app_through_sign_in_and_back() {
         // serves (nginx's first server, the app) gets it too.
         b.go(&format!("http://wiki.example.test:{port}/")).await;
         b.wait_text("\"x-latchkey-user\":\"bob\"").await;
+        b.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_through_caddy_on_one_host_without_a_cookie_domain() {
+    bounded(async {
+        let Some(driver) = Driver::start().await else {
+            eprintln!("SKIPPED: chromedriver or Chromium not found, so the local forward-auth browser test did not run");
+            return;
+        };
+        let port = free_port();
+        // The README's walkthrough: --dev, the public URL this host's
+        // (http://127.0.0.1:PORT here, for localhost there), no cookie domain.
+        let lk = verify_app(&[]).await;
+        let echo = Echo::start().await;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/Caddyfile.local");
+        let conf = std::fs::read_to_string(&path).unwrap();
+        let conf = conf
+            .replace("http://localhost:8080", &format!("http://127.0.0.1:{port}"))
+            .replace("127.0.0.1:8000", &lk.addr)
+            .replace("127.0.0.1:3000", &echo.addr.to_string());
+        let Some(_proxy) = caddy_with(|_| conf, port) else {
+            return;
+        };
+        let app = format!("http://127.0.0.1:{port}");
+        let b = Browser::open_at(&driver, &app, &[]).await;
+        b.go("/notes?q=1").await;
+        b.wait_path("/login?rd=").await;
+        let at = b.c.current_url().await.unwrap();
+        assert_eq!(at.origin().ascii_serialization(), lk.base);
+        b.fill("#username", "bob").await;
+        b.fill("#password", PASSWORD).await;
+        b.click("form[action='/login'] button[type=submit]").await;
+        b.wait_text("\"x-latchkey-user\":\"bob\"").await;
+        let at = b.c.current_url().await.unwrap();
+        assert_eq!(at.as_str(), format!("{app}/notes?q=1"));
         b.close().await;
     })
     .await;
