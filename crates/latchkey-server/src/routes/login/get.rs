@@ -8,7 +8,7 @@ use axum::Json;
 use latchkey::extract::MaybeUser;
 use serde::Deserialize;
 
-use super::{login_page, Back};
+use super::{login_page, ReturnTo};
 use crate::app::AppState;
 
 #[derive(Deserialize)]
@@ -30,7 +30,7 @@ pub async fn get(
         )
         .into_response();
     }
-    let back = Back::new(&app, query.next.as_deref(), query.rd.as_deref());
+    let return_to = ReturnTo::new(&app, query.next.as_deref(), query.rd.as_deref());
     login_page(
         &app,
         &headers,
@@ -38,6 +38,6 @@ pub async fn get(
         StatusCode::OK,
         None,
         String::new(),
-        back,
+        return_to,
     )
 }

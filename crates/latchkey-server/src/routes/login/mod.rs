@@ -19,12 +19,12 @@ pub fn router() -> Router<AppState> {
 /// Where the form sends the browser after signing in, carried through it
 /// in hidden inputs: `next` (a page) and `rd` (the URL a reverse proxy
 /// sent the browser from), each only as [`redirect_target`] allows it.
-pub struct Back {
+pub struct ReturnTo {
     next: String,
     rd: Option<String>,
 }
 
-impl Back {
+impl ReturnTo {
     fn new(app: &AppState, next: Option<&str>, rd: Option<&str>) -> Self {
         Self {
             next: next
@@ -42,7 +42,7 @@ fn login_page(
     status: StatusCode,
     error: Option<String>,
     username: String,
-    back: Back,
+    return_to: ReturnTo,
 ) -> Response {
     let (csrf, cookie) = app.auth.form_token(headers, user);
     let page = LoginPage {
@@ -52,8 +52,8 @@ fn login_page(
         csrf,
         error,
         username,
-        next: back.next,
-        rd: back.rd,
+        next: return_to.next,
+        rd: return_to.rd,
     };
     with_cookie(render(status, page), cookie)
 }

@@ -10,7 +10,7 @@ use latchkey::extract::MaybeUser;
 use latchkey::{Auth, Credentials, LoginError};
 use serde::Deserialize;
 
-use super::{login_page, Back};
+use super::{login_page, ReturnTo};
 use crate::app::AppState;
 use crate::flash::{self, Flash};
 use crate::routes::{after_sign_in, see_other};
@@ -91,7 +91,7 @@ pub async fn post(
                 status,
                 Some(error),
                 creds.username,
-                Back::new(&app, body.next.as_deref(), body.rd.as_deref()),
+                ReturnTo::new(&app, body.next.as_deref(), body.rd.as_deref()),
             );
             if let Some(secs) = retry {
                 res.headers_mut()
