@@ -12,7 +12,16 @@ set -euo pipefail
 LOG_TAG=bench
 source "$(dirname "$0")/common.sh"
 
-ALL_TARGETS="floor latchkey-memory latchkey-sqlite latchkey-postgres latchkey-redis peer-memory peer-sqlite peer-sqlite-save peer-redis"
+ALL_TARGETS="floor latchkey-memory latchkey-sqlite latchkey-verify latchkey-postgres latchkey-redis peer-memory peer-sqlite peer-sqlite-save peer-redis"
+# latchkey-verify: the SQLite server asked GET /auth/verify (forward auth) as
+# a proxy asks it, instead of GET /profile; the same server code otherwise,
+# so it gets no storm and no login runs of its own.
+GET_ONLY_TARGETS="latchkey-verify"
+declare -A GET_PATH=([latchkey-verify]=/auth/verify)
+# What nginx's auth_request (docs/nginx.conf) sends besides the cookie.
+VERIFY_HEADERS=(-H "X-Forwarded-Method: GET" -H "X-Forwarded-Proto: https"
+  -H "X-Forwarded-Host: app.example.com" -H "X-Forwarded-Uri: /docs/page?q=1"
+  -H "X-Original-URL: https://app.example.com/docs/page?q=1" -H "X-Forwarded-For: 203.0.113.9")
 
 usage() {
   cat <<EOF
@@ -46,6 +55,7 @@ FLAGS="GET_ONLY"
 DURATION=6 WARMUP=2 ROUNDS=5 LOGIN_DURATION=10 STORM_DURATION=10 HASH_SECONDS=10 LOGIN_CONNS=8 GET_ONLY=0
 TARGETS=$ALL_TARGETS
 STORM_TARGETS=${ALL_TARGETS#floor }
+STORM_TARGETS=${STORM_TARGETS/latchkey-verify /}
 smoke_defaults() {
   DURATION=2 WARMUP=1 LOGIN_DURATION=2 STORM_DURATION=2 HASH_SECONDS=2 ROUNDS=1 STORM_TARGETS=latchkey-sqlite
 }
@@ -62,6 +72,8 @@ install_tools() {
     OPEN_LOOP=wrk2
   elif OHA=$(command -v oha || ls "$HOME/.cargo/bin/oha" 2>/dev/null); then
     OPEN_LOOP=oha
+  elif [ "$GET_ONLY" = 1 ]; then
+    log "--get-only: no storm test, so no oha needed"
   elif [ "$SMOKE" = 0 ]; then
     log "installing oha (cargo install oha --locked), for the open-loop storm test"
     if cargo install oha --locked >"$WORK/oha-install.log" 2>&1; then OPEN_LOOP=oha OHA=$HOME/.cargo/bin/oha
@@ -115,7 +127,7 @@ redis_free_db() {
   return 1
 }
 setup_target() { # TARGET
-  local target=$1 dir="$RAW/$1" data="$WORK/$1" port store_args=() cookie="" peer_args db
+  local target=$1 dir="$RAW/$1" data="$WORK/$1" port store_args=() cookie="" peer_args db extra_args
   mkdir -p "$dir" "$data"
   port=$(free_port)
   case "$target" in
@@ -153,8 +165,11 @@ setup_target() { # TARGET
       # would be 429s. The peers have no throttle; raised limits keep the
       # workload the same for both, and latchkey still does its throttle's
       # bookkeeping on each sign-in (bench/README.md, "Logins").
+      extra_args=()
+      # The load generator plays the proxy: its X-Forwarded-* headers count.
+      [ "$target" = latchkey-verify ] && extra_args=(--trusted-proxies 127.0.0.1)
       latchkey_serve "$target" "$dir/server.log" --bind "127.0.0.1:$port" "${store_args[@]}" \
-        --max-failures-per-user-address 1000000000 --max-failures-per-address 1000000000
+        --max-failures-per-user-address 1000000000 --max-failures-per-address 1000000000 "${extra_args[@]}"
       ;;
     *) die "unknown target $target" ;;
   esac
@@ -166,8 +181,10 @@ setup_target() { # TARGET
 # One closed-loop GET /profile run: a short warm-up, then the measured run,
 # with the server's CPU time over it. Writes raw/TARGET/get-ROUND.*.
 get_wrk() { # OUT SECONDS TARGET
-  run_wrk "$1" "$GET_CONNS" "$2" "http://127.0.0.1:${PORT[$3]}/profile" \
-    -s "$BENCH_DIR/lua/report.lua" -H "Cookie: ${COOKIE[$3]}" || die "$3: wrk failed"
+  local extra=()
+  [ "$3" != latchkey-verify ] || extra=("${VERIFY_HEADERS[@]}")
+  run_wrk "$1" "$GET_CONNS" "$2" "http://127.0.0.1:${PORT[$3]}${GET_PATH[$3]:-/profile}" \
+    -s "$BENCH_DIR/lua/report.lua" -H "Cookie: ${COOKIE[$3]}" "${extra[@]}" || die "$3: wrk failed"
 }
 measure_get() { # TARGET ROUND
   local target=$1 out="$RAW/$1/get-$2"
@@ -241,6 +258,7 @@ if [ "$GET_ONLY" = 0 ]; then
   log "POST /login: ${LOGIN_DURATION}s per target (wrk -t1 -c$LOGIN_CONNS)"
   for target in "${LIVE[@]}"; do
     [ "$target" = floor ] && continue
+    [[ " $GET_ONLY_TARGETS " == *" $target "* ]] && continue
     login_test "$target"
     stop_server "$target"   # one hashing server at a time on the core
   done

@@ -42,6 +42,7 @@ pub fn service(state: AppState) -> AppService {
 fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::home::router())
+        .merge(routes::auth::router())
         .merge(routes::login::router())
         .merge(routes::logout::router())
         .merge(routes::profile::router())

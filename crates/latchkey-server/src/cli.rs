@@ -126,6 +126,20 @@ pub struct ServeArgs {
         }
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Share the session with this domain's subdomains (apps guarded by forward auth): the cookie becomes __Secure-latchkey with Domain=DOMAIN (latchkey with --dev).
+    #[arg(long, env = "LATCHKEY_COOKIE_DOMAIN", value_name = "DOMAIN", value_parser = latchkey::redirect::parse_cookie_domain)]
+    pub cookie_domain: Option<String>,
+    /// Hosts a sign-in's rd or next may send the browser to, besides the public URL's host and the cookie domain with its subdomains (comma-separated; *.example.com for subdomains).
+    #[arg(
+        long,
+        env = "LATCHKEY_ALLOWED_REDIRECT_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST,...",
+        value_parser = |s: &str| {
+            latchkey::redirect::RedirectHosts::parse([s]).map(|_| s.trim().to_owned())
+        }
+    )]
+    pub allowed_redirect_hosts: Vec<String>,
     /// Origins besides this server's own allowed to POST (comma-separated, e.g. https://app.example.com).
     #[arg(
         long,

@@ -53,7 +53,10 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let html = error::wants_html(req.headers());
+        // Proxies pass on the browser's Accept: /auth/verify still answers
+        // them, never a page.
+        let html = error::wants_html(req.headers())
+            && req.uri().path() != crate::routes::auth::VERIFY_PATH;
         let back_to = if html { error::return_path(&req) } else { None };
         let inner = match flash::read(&self.app, req.headers()) {
             // The common case: nothing to box.

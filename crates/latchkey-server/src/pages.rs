@@ -34,6 +34,8 @@ pub struct LoginPage {
     pub error: Option<String>,
     pub username: String,
     pub next: String,
+    /// The URL a reverse proxy sent the browser from, to return to.
+    pub rd: Option<String>,
     /// Show the "Create an account" link (`--allow-signup`).
     pub signup: bool,
     /// Show "Forgot your password?" (mail is on).

@@ -60,6 +60,13 @@ impl Serving {
     /// sweeper and binds `--bind` (port 0: a free port, see
     /// [`Serving::local_addr`]).
     pub async fn start(args: ServeArgs) -> Result<Serving, Failure> {
+        // Before the secret: --dev would log making one first, and the
+        // first line of standard error must name the problem.
+        let public_url =
+            (args.public_url.clone()).or_else(|| args.dev.then(|| format!("http://{}", args.bind)));
+        if let (Some(domain), Some(url)) = (&args.cookie_domain, &public_url) {
+            latchkey::redirect::cookie_domain_covers(domain, url).map_err(Failure::usage)?;
+        }
         let secret = secret(&args)?;
         // Before the stores open files, so the limit they see is the raised one.
         let max_connections = crate::http::connection_cap(args.max_connections);
@@ -130,6 +137,8 @@ impl Serving {
             .max_pending_logins(args.max_pending_logins as usize)
             .trusted_proxies(args.trusted_proxies.clone())
             .trusted_origins(args.trusted_origins.clone())
+            .allowed_redirect_hosts(args.allowed_redirect_hosts.clone())
+            .forward_auth_path(crate::routes::auth::VERIFY_PATH)
             .link_ttl(args.reset_ttl)
             .reauth(args.reauth_window, "/reauth");
         let auth = match &public_url {
@@ -166,6 +175,10 @@ impl Serving {
                 auth
             }
             (None, _) => auth,
+        };
+        let auth = match &args.cookie_domain {
+            Some(domain) => auth.cookie_domain(domain.clone()),
+            None => auth,
         };
         let auth = auth
             .build()

@@ -63,6 +63,12 @@ pub struct Config {
     pub(crate) recovery: crate::recovery::RecoveryConfig,
     /// The issuer authenticator apps show beside TOTP codes.
     pub(crate) issuer: String,
+    /// The session cookie's `Domain` (checked by the builder).
+    pub(crate) cookie_domain: Option<String>,
+    /// Hosts `rd` and `next` may name, defaults included.
+    pub(crate) redirect_hosts: crate::redirect::RedirectHosts,
+    /// The forward-auth endpoint, which does its own cross-origin check.
+    pub(crate) forward_auth_path: Option<String>,
 }
 
 impl Config {
@@ -84,6 +90,9 @@ impl Config {
             trusted_proxies: Vec::new(),
             recovery: Default::default(),
             issuer: "latchkey".into(),
+            cookie_domain: None,
+            redirect_hosts: Default::default(),
+            forward_auth_path: None,
         }
     }
 
@@ -170,6 +179,22 @@ impl Config {
     pub fn is_secure(&self) -> bool {
         self.secure
     }
+
+    /// The session cookie's `Domain`, if it is shared with subdomains.
+    pub fn cookie_domain(&self) -> Option<&str> {
+        self.cookie_domain.as_deref()
+    }
+
+    /// The hosts `rd` and `next` may send a browser to, defaults included.
+    pub fn redirect_hosts(&self) -> &crate::redirect::RedirectHosts {
+        &self.redirect_hosts
+    }
+
+    /// The base of links in mail and of the sign-in URL forward
+    /// authentication redirects to.
+    pub fn public_url(&self) -> Option<&str> {
+        self.recovery.public_url.as_deref()
+    }
 }
 
 // The server secret must never reach a log through `{:?}`.
@@ -189,6 +214,9 @@ impl std::fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("recovery", &self.recovery)
             .field("issuer", &self.issuer)
+            .field("cookie_domain", &self.cookie_domain)
+            .field("redirect_hosts", &self.redirect_hosts)
+            .field("forward_auth_path", &self.forward_auth_path)
             .finish()
     }
 }
@@ -252,7 +280,8 @@ impl Latchkey {
                 config.max_pending_logins,
             ),
             throttle: Throttle::new(counters, config.throttle.clone()),
-            cookies: CookieConfig::new(config.secure, config.timeouts.absolute()),
+            cookies: CookieConfig::new(config.secure, config.timeouts.absolute())
+                .with_domain(config.cookie_domain.clone()),
             touching: Default::default(),
             users,
             cross_origin,

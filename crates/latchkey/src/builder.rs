@@ -40,6 +40,17 @@ pub enum ConfigError {
     /// A mailer without a public URL to build links from.
     #[error("a mailer needs Builder::public_url (the base of links in mail, e.g. https://login.example.com)")]
     MissingPublicUrl,
+    /// A public URL that is not `http(s)://host[:port][/path]`.
+    #[error(
+        "public URL {0:?} is not http(s)://HOST[:PORT][/PATH] (e.g. https://login.example.com)"
+    )]
+    PublicUrl(String),
+    /// A cookie domain that is no host name, or does not cover the public URL's host.
+    #[error("{0}")]
+    CookieDomain(String),
+    /// An allowed redirect host that is no host name or `*.domain`.
+    #[error("{0}")]
+    RedirectHost(String),
 }
 
 /// Configures a [`Latchkey`]: start from [`Latchkey::builder`].
@@ -64,6 +75,8 @@ pub struct Builder {
     factors: Option<Arc<dyn crate::mfa::FactorStore>>,
     #[cfg(feature = "passkeys")]
     passkeys: Option<(String, String)>,
+    cookie_domain: Option<String>,
+    redirect_hosts: Vec<String>,
     config: Config,
 }
 
@@ -79,6 +92,8 @@ impl Latchkey {
             factors: None,
             #[cfg(feature = "passkeys")]
             passkeys: None,
+            cookie_domain: None,
+            redirect_hosts: Vec::new(),
             config: Config::new(Vec::new()),
         }
     }
@@ -219,6 +234,46 @@ impl Builder {
         self
     }
 
+    /// Shares the session with `domain` and its subdomains, for apps
+    /// guarded by forward authentication on other subdomains: the cookie
+    /// gets `Domain=domain` and becomes `__Secure-latchkey` (`__Host-`
+    /// forbids `Domain`; `latchkey` when not [`secure`](Self::secure)).
+    /// Unsafe requests a browser sends from `domain` or a subdomain
+    /// (`https`, or `http` when not secure) count as same-site for the
+    /// cross-origin check, and the domain and its subdomains become
+    /// allowed redirect hosts. It must cover the public URL's host.
+    /// Every subdomain then receives the session cookie: use it only when
+    /// they are all yours.
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.cookie_domain = Some(domain.into());
+        self
+    }
+
+    /// Hosts besides the defaults (the [public URL](Self::public_url)'s
+    /// host, the [cookie domain](Self::cookie_domain) and its subdomains)
+    /// that a sign-in's `rd` or `next` may send the browser to: host names
+    /// or addresses, compared by name whatever the port, and `*.domain`
+    /// for the subdomains of `domain` (not `domain` itself).
+    pub fn allowed_redirect_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.redirect_hosts
+            .extend(hosts.into_iter().map(Into::into));
+        self
+    }
+
+    /// Where the app serves forward authentication (e.g. `/auth/verify`,
+    /// answered with [`forward::Forwarded`](crate::forward::Forwarded)): the
+    /// layer's cross-origin check leaves that path alone, since what a
+    /// proxy asks about is another request, on another host, which the
+    /// endpoint judges itself ([`Forwarded::is_cross_site`](crate::forward::Forwarded::is_cross_site)).
+    pub fn forward_auth_path(mut self, path: impl Into<String>) -> Self {
+        self.config.forward_auth_path = Some(path.into());
+        self
+    }
+
     /// The handle, once everything checks out.
     ///
     /// # Errors
@@ -248,7 +303,13 @@ impl Builder {
             }
             None => None,
         };
-        let config = self.config.with_key(secret);
+        let mut config = self.config;
+        redirect_rules(
+            &mut config,
+            self.cookie_domain.as_deref(),
+            &self.redirect_hosts,
+        )?;
+        let config = config.with_key(secret);
         Ok(Latchkey::assemble(
             config,
             store,
@@ -260,6 +321,45 @@ impl Builder {
             webauthn,
         ))
     }
+}
+
+/// Checks the public URL, the cookie domain and the redirect hosts, and
+/// puts the cookie domain and every allowed host (defaults first) in `config`.
+fn redirect_rules(
+    config: &mut Config,
+    cookie_domain: Option<&str>,
+    extra_hosts: &[String],
+) -> Result<(), ConfigError> {
+    use crate::redirect::{cookie_domain_covers, parse_cookie_domain, RedirectHosts};
+
+    let mut hosts = RedirectHosts::new();
+    let public_url = match &config.recovery.public_url {
+        Some(raw) => {
+            let url = url::Url::parse(raw).map_err(|_| ConfigError::PublicUrl(raw.clone()))?;
+            let host = url
+                .host_str()
+                .filter(|_| matches!(url.scheme(), "http" | "https") && url.username().is_empty())
+                .ok_or_else(|| ConfigError::PublicUrl(raw.clone()))?;
+            hosts
+                .add(host)
+                .map_err(|_| ConfigError::PublicUrl(raw.clone()))?;
+            Some(raw.clone())
+        }
+        None => None,
+    };
+    if let Some(raw) = cookie_domain {
+        let domain = parse_cookie_domain(raw).map_err(ConfigError::CookieDomain)?;
+        if let Some(public_url) = &public_url {
+            cookie_domain_covers(&domain, public_url).map_err(ConfigError::CookieDomain)?;
+        }
+        hosts.add_domain_and_subdomains(&domain);
+        config.cookie_domain = Some(domain);
+    }
+    for entry in extra_hosts {
+        hosts.add(entry).map_err(ConfigError::RedirectHost)?;
+    }
+    config.redirect_hosts = hosts;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -300,6 +400,59 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(e, ConfigError::Timeout("idle")), "{e}");
+    }
+
+    fn build(b: Builder) -> Result<Latchkey, ConfigError> {
+        b.secret([1u8; 32]).store(store()).build()
+    }
+
+    #[test]
+    fn redirect_hosts_default_to_the_public_url_and_the_cookie_domain() {
+        let auth = build(
+            Latchkey::builder()
+                .public_url("https://login.example.com/auth")
+                .cookie_domain(".Example.com")
+                .allowed_redirect_hosts(["wiki.example.org", "*.apps.example.net"]),
+        )
+        .unwrap();
+        let c = auth.config();
+        assert_eq!(c.cookie_domain(), Some("example.com"));
+        assert_eq!(
+            c.redirect_hosts().to_string(),
+            "login.example.com,example.com,*.example.com,wiki.example.org,*.apps.example.net"
+        );
+        assert_eq!(auth.cookies().name, "__Secure-latchkey");
+        // No public URL and no cookie domain: only what is given.
+        let auth = build(Latchkey::builder().allowed_redirect_hosts(["a.example"])).unwrap();
+        assert_eq!(auth.config().redirect_hosts().to_string(), "a.example");
+        assert_eq!(auth.cookies().name, "__Host-latchkey");
+    }
+
+    #[test]
+    fn bad_forward_auth_settings_are_config_errors() {
+        let e = build(Latchkey::builder().cookie_domain("127.0.0.1"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, ConfigError::CookieDomain(_)), "{e}");
+        let e = build(
+            Latchkey::builder()
+                .public_url("https://login.example.com")
+                .cookie_domain("example.org"),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(&e, ConfigError::CookieDomain(m) if m.contains("does not cover")),
+            "{e}"
+        );
+        let e = build(Latchkey::builder().allowed_redirect_hosts(["https://x.example/"]))
+            .err()
+            .unwrap();
+        assert!(matches!(e, ConfigError::RedirectHost(_)), "{e}");
+        let e = build(Latchkey::builder().public_url("login.example.com"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, ConfigError::PublicUrl(_)), "{e}");
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl RequestMeta {
 
 /// The socket peer, from `into_make_service_with_connect_info` (or axum's
 /// `MockConnectInfo` in tests).
-fn peer(parts: &Parts) -> Option<IpAddr> {
+pub(crate) fn peer(parts: &Parts) -> Option<IpAddr> {
     if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         return Some(addr.ip());
     }
@@ -65,7 +65,7 @@ fn peer(parts: &Parts) -> Option<IpAddr> {
 
 /// Whether `ip` (already canonical) is one of the trusted proxies. An entry
 /// written as `::ffff:a.b.c.d` still matches the canonical IPv4 peer.
-fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+pub(crate) fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let mapped = match ip {
         IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
         IpAddr::V6(_) => None,

@@ -10,9 +10,11 @@ use crate::session::SessionToken;
 /// How the session cookie is written.
 #[derive(Clone, Debug)]
 pub struct CookieConfig {
-    /// `__Host-latchkey` when secure, `latchkey` in development.
+    /// `__Host-latchkey` when secure, `latchkey` in development;
+    /// `__Secure-latchkey` with a [`domain`](Self::domain).
     pub name: String,
-    /// Name of the pre-session CSRF cookie used by sign-in forms.
+    /// Name of the pre-session CSRF cookie used by sign-in forms. It stays
+    /// on latchkey's own host (`__Host-` when secure), domain or not.
     pub csrf_name: String,
     /// Name of the pending sign-in cookie (password right, second factor next).
     pub pending_name: String,
@@ -22,6 +24,9 @@ pub struct CookieConfig {
     pub secure: bool,
     /// `Max-Age`: the absolute timeout, never more.
     pub max_age: Duration,
+    /// `Domain` of the session cookie, shared with the subdomains
+    /// (forward authentication); `None`: this host only.
+    pub domain: Option<String>,
 }
 
 impl CookieConfig {
@@ -35,44 +40,64 @@ impl CookieConfig {
             ceremony_name: format!("{prefix}latchkey-webauthn"),
             secure,
             max_age,
+            domain: None,
         }
     }
 
-    fn build(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
-        let c = Cookie::build((name, value))
+    /// The session cookie shared with `domain` and its subdomains:
+    /// `__Host-` forbids `Domain`, so a secure cookie becomes
+    /// `__Secure-latchkey` (still `Secure`, and a subdomain's plain
+    /// `latchkey` cookie cannot pose as it); `latchkey` in development.
+    pub fn with_domain(mut self, domain: Option<String>) -> Self {
+        if domain.is_some() {
+            self.name = if self.secure {
+                "__Secure-latchkey".into()
+            } else {
+                "latchkey".into()
+            };
+        }
+        self.domain = domain;
+        self
+    }
+
+    fn build(&self, name: &str, value: &str, max_age: Duration, domain: bool) -> HeaderValue {
+        let mut c = Cookie::build((name, value))
             .path("/")
             .http_only(true)
             .secure(self.secure)
             .same_site(SameSite::Lax)
-            .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64))
-            .build();
-        // Token and names are ASCII by construction.
-        HeaderValue::from_str(&c.to_string()).expect("cookie is valid header text")
+            .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64));
+        if let (true, Some(d)) = (domain, &self.domain) {
+            c = c.domain(d.as_str());
+        }
+        // Token, names and the (checked) domain are ASCII by construction.
+        HeaderValue::from_str(&c.build().to_string()).expect("cookie is valid header text")
     }
 
     /// `Set-Cookie` value carrying `token`.
     pub fn session(&self, token: &SessionToken) -> HeaderValue {
-        self.build(&self.name, token.as_str(), self.max_age)
+        self.build(&self.name, token.as_str(), self.max_age, true)
     }
 
-    /// `Set-Cookie` value that expires the session cookie now.
+    /// `Set-Cookie` value that expires the session cookie now (with the
+    /// same `Domain`, or the browser would keep it).
     pub fn removal(&self) -> HeaderValue {
-        self.build(&self.name, "", Duration::ZERO)
+        self.build(&self.name, "", Duration::ZERO, true)
     }
 
     /// `Set-Cookie` value for the pre-session CSRF cookie.
     pub fn pre_session(&self, value: &str) -> HeaderValue {
-        self.build(&self.csrf_name, value, self.max_age)
+        self.build(&self.csrf_name, value, self.max_age, false)
     }
 
     /// `Set-Cookie` value for a pending sign-in, living `ttl`.
     pub fn pending(&self, token: &SessionToken, ttl: Duration) -> HeaderValue {
-        self.build(&self.pending_name, token.as_str(), ttl)
+        self.build(&self.pending_name, token.as_str(), ttl, false)
     }
 
     /// `Set-Cookie` value that expires the pending sign-in cookie now.
     pub fn pending_removal(&self) -> HeaderValue {
-        self.build(&self.pending_name, "", Duration::ZERO)
+        self.build(&self.pending_name, "", Duration::ZERO, false)
     }
 
     /// The pending sign-in token in the request, if any.
@@ -82,12 +107,12 @@ impl CookieConfig {
 
     /// `Set-Cookie` value for a passkey sign-in ceremony, living `ttl`.
     pub fn ceremony(&self, token: &SessionToken, ttl: Duration) -> HeaderValue {
-        self.build(&self.ceremony_name, token.as_str(), ttl)
+        self.build(&self.ceremony_name, token.as_str(), ttl, false)
     }
 
     /// `Set-Cookie` value that expires the ceremony cookie now.
     pub fn ceremony_removal(&self) -> HeaderValue {
-        self.build(&self.ceremony_name, "", Duration::ZERO)
+        self.build(&self.ceremony_name, "", Duration::ZERO, false)
     }
 
     /// The passkey ceremony token in the request, if any.
@@ -152,6 +177,63 @@ mod tests {
             assert!(v.contains(attr), "{v} lacks {attr}");
         }
         assert!(!v.contains("Domain"));
+    }
+
+    #[test]
+    fn a_cookie_domain_makes_a_secure_prefixed_domain_cookie() {
+        let c = CookieConfig::new(true, Duration::from_secs(3600))
+            .with_domain(Some("example.com".into()));
+        let t = SessionToken::generate();
+        let v = c.session(&t).to_str().unwrap().to_owned();
+        assert!(
+            v.starts_with(&format!("__Secure-latchkey={}", t.as_str())),
+            "{v}"
+        );
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Domain=example.com",
+            "Max-Age=3600",
+        ] {
+            assert!(v.contains(attr), "{v} lacks {attr}");
+        }
+        let gone = c.removal().to_str().unwrap().to_owned();
+        assert!(gone.starts_with("__Secure-latchkey=;"), "{gone}");
+        assert!(
+            gone.contains("Domain=example.com") && gone.contains("Max-Age=0"),
+            "{gone}"
+        );
+        // The sign-in form's cookie stays on latchkey's own host.
+        let pre = c.pre_session("x").to_str().unwrap().to_owned();
+        assert!(pre.starts_with("__Host-latchkey-csrf=x"), "{pre}");
+        assert!(!pre.contains("Domain"), "{pre}");
+        // The token is read back under the new name only.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("__Host-latchkey={}", t.as_str())).unwrap(),
+        );
+        assert_eq!(c.token(&h), None);
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("__Secure-latchkey={}", t.as_str())).unwrap(),
+        );
+        assert_eq!(c.token(&h), Some(t));
+
+        let dev = CookieConfig::new(false, Duration::from_secs(60))
+            .with_domain(Some("example.test".into()));
+        let v = dev
+            .session(&SessionToken::generate())
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(v.starts_with("latchkey="), "{v}");
+        assert!(
+            v.contains("Domain=example.test") && !v.contains("Secure"),
+            "{v}"
+        );
     }
 
     #[test]

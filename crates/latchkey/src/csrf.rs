@@ -9,7 +9,8 @@
 //!    HMAC of a pre-session cookie.
 
 use axum::body::Body;
-use axum::http::{Response, StatusCode};
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, Method, Response, StatusCode};
 use axum::response::IntoResponse;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -17,6 +18,7 @@ use subtle::ConstantTimeEq;
 use tower_http::csrf::{CsrfLayer, ProtectionError};
 
 use crate::session::SessionRecord;
+use crate::Config;
 
 /// The form field that carries the token.
 pub(crate) const FORM_FIELD: &str = "csrf_token";
@@ -38,6 +40,51 @@ pub(crate) fn cross_origin_layer(trusted: &[String]) -> Result<CsrfLayer<RejectF
             .map_err(|e| format!("trusted origin {origin:?}: {e}"))?;
     }
     Ok(layer.with_rejection_response(reject as RejectFn))
+}
+
+/// Whether the header check leaves `req` alone: the forward-auth endpoint
+/// (what a proxy asks about is another request, on another host, which the
+/// endpoint judges itself), and, with a cookie domain, an unsafe request a
+/// browser sends from that domain or a subdomain of it. Those are
+/// `same-site` to a browser, which tower-http's check refuses; they share
+/// the session cookie anyway, so they are as trusted as latchkey's own
+/// origin. Safe methods pass the check anyway: nothing to decide.
+pub(crate) fn exempt(config: &Config, req: &Request) -> bool {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    if config.forward_auth_path.as_deref() == Some(req.uri().path()) {
+        return true;
+    }
+    match &config.cookie_domain {
+        Some(domain) => from_cookie_domain(domain, config.secure, req.headers()),
+        None => false,
+    }
+}
+
+/// A browser request whose `Origin` is `domain` or a subdomain of it, over
+/// `https` (or `http` when not secure), and not marked `cross-site`.
+fn from_cookie_domain(domain: &str, secure: bool, headers: &HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if !matches!(
+        site,
+        None | Some(b"same-site" | b"same-origin" | b"none" | b"")
+    ) {
+        return false;
+    }
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|o| url::Url::parse(o).ok())
+    else {
+        return false;
+    };
+    let scheme = origin.scheme() == "https" || (!secure && origin.scheme() == "http");
+    scheme
+        && origin.username().is_empty()
+        && origin
+            .host_str()
+            .is_some_and(|h| crate::redirect::within(h, domain))
 }
 
 /// Form token for a signed-in session.
@@ -79,6 +126,57 @@ pub(crate) fn form_token_valid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cookie_domain_config(secure: bool) -> Config {
+        let mut c = Config::new(vec![0u8; 32]).secure(secure);
+        c.cookie_domain = Some("example.com".into());
+        c.forward_auth_path = Some("/auth/verify".into());
+        c
+    }
+
+    fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut r = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn the_cookie_domains_subdomains_are_same_site() {
+        let c = cookie_domain_config(true);
+        let same_site = |origin: &str, site: Option<&str>| {
+            let mut h = vec![("origin", origin)];
+            h.extend(site.map(|s| ("sec-fetch-site", s)));
+            exempt(&c, &req("POST", "/logout", &h))
+        };
+        assert!(same_site("https://app.example.com", Some("same-site")));
+        assert!(same_site("https://a.b.example.com", Some("same-site")));
+        assert!(same_site("https://example.com", None));
+        assert!(!same_site("https://app.example.com", Some("cross-site")));
+        assert!(!same_site("http://app.example.com", Some("same-site")));
+        assert!(!same_site("https://badexample.com", Some("same-site")));
+        assert!(!same_site(
+            "https://app.example.com.evil.example",
+            Some("same-site")
+        ));
+        assert!(!same_site("null", Some("same-site")));
+        // Plain HTTP counts only in development.
+        let dev = cookie_domain_config(false);
+        assert!(exempt(
+            &dev,
+            &req("POST", "/logout", &[("origin", "http://app.example.com")])
+        ));
+        // Without a cookie domain nothing is exempt but the endpoint.
+        let mut none = cookie_domain_config(true);
+        none.cookie_domain = None;
+        assert!(!exempt(
+            &none,
+            &req("POST", "/logout", &[("origin", "https://app.example.com")])
+        ));
+        assert!(exempt(&none, &req("POST", "/auth/verify", &[])));
+        assert!(!exempt(&none, &req("POST", "/auth/verify/x", &[])));
+    }
 
     #[test]
     fn pre_session_tokens_bind_cookie_and_key() {

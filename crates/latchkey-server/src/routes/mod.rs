@@ -3,6 +3,7 @@
 //! and one file per method (or per action below it) holds each handler.
 
 pub mod admin;
+pub mod auth;
 pub mod email;
 pub mod health;
 pub mod home;
@@ -22,6 +23,8 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use crate::app::App;
+
 /// A form or JSON body with no fields; a form still carries its CSRF token.
 #[derive(Deserialize)]
 pub struct Empty {}
@@ -36,18 +39,38 @@ pub fn with_cookie(mut res: Response, cookie: Option<HeaderValue>) -> Response {
 
 /// `next` when it is a path on this site, else `/profile` (no open redirect).
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.starts_with("/\\")
-                && !n.chars().any(|c| c.is_control() || c == '\\')
-                && n.len() <= 2048 =>
-        {
-            n.to_owned()
-        }
-        _ => "/profile".to_owned(),
+    next.and_then(local_path).unwrap_or("/profile").to_owned()
+}
+
+/// `value` when it is a path on this site (not `//host`, no backslash or
+/// control character, which browsers read as another host or drop).
+fn local_path(value: &str) -> Option<&str> {
+    let ok = value.starts_with('/')
+        && !value.starts_with("//")
+        && !value.starts_with("/\\")
+        && !value.chars().any(|c| c.is_control() || c == '\\')
+        && value.len() <= 2048;
+    ok.then_some(value)
+}
+
+/// Where a browser may be sent after signing in: a path on this site, or
+/// an absolute URL on an allowed redirect host (`--allowed-redirect-hosts`,
+/// the public URL's host, the cookie domain), as the URL parser writes it.
+pub fn redirect_target(app: &App, value: &str) -> Option<String> {
+    match local_path(value) {
+        Some(path) => Some(path.to_owned()),
+        None => app.auth.redirect_url(value).map(String::from),
     }
+}
+
+/// After a sign-in: `rd` (forward authentication), else `next`, each only
+/// when [`redirect_target`] allows it, else `/profile`.
+pub fn after_sign_in(app: &App, rd: Option<&str>, next: Option<&str>) -> String {
+    [rd, next]
+        .into_iter()
+        .flatten()
+        .find_map(|v| redirect_target(app, v))
+        .unwrap_or_else(|| "/profile".to_owned())
 }
 
 /// 303 See Other to `to`.

@@ -36,7 +36,7 @@ fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
 }
 
 /// A chromedriver on a free loopback port, stopped at drop.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
     chromium: PathBuf,
@@ -44,7 +44,7 @@ struct Driver {
 
 impl Driver {
     /// `None` (after printing SKIPPED) when chromedriver or Chromium is missing.
-    async fn start() -> Option<Driver> {
+    pub(crate) async fn start() -> Option<Driver> {
         let driver = find_program("LATCHKEY_CHROMEDRIVER", &["chromedriver"]);
         let chromium = find_program(
             "LATCHKEY_CHROMIUM",
@@ -117,16 +117,22 @@ fn screenshot_dir() -> PathBuf {
 
 /// One Chromium with its own fresh profile: a separate cookie jar, as a
 /// second device would have.
-struct Browser {
-    c: Client,
+pub(crate) struct Browser {
+    pub(crate) c: Client,
     base: String,
     _profile: TempDir,
 }
 
 impl Browser {
     async fn open(driver: &Driver, server: &Server) -> Browser {
+        Self::open_at(driver, &server.base, &[]).await
+    }
+
+    /// A browser whose relative paths go to `base`, started with `extra`
+    /// command-line switches besides the usual ones.
+    pub(crate) async fn open_at(driver: &Driver, base: &str, extra: &[String]) -> Browser {
         let profile = TempDir::new();
-        let args = [
+        let mut args = vec![
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
             "--disable-gpu".to_owned(),
@@ -139,6 +145,7 @@ impl Browser {
             "--window-size=1100,900".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        args.extend(extra.iter().cloned());
         let caps = serde_json::json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -157,12 +164,12 @@ impl Browser {
             .expect("start a Chromium session");
         Browser {
             c,
-            base: server.base.clone(),
+            base: base.to_owned(),
             _profile: profile,
         }
     }
 
-    async fn go(&self, path: &str) {
+    pub(crate) async fn go(&self, path: &str) {
         let url = if path.starts_with("http") {
             path.to_owned()
         } else {
@@ -186,7 +193,7 @@ impl Browser {
 
     /// The visible text of the page (read in one script call, so a page
     /// being replaced cannot leave a stale element behind).
-    async fn text(&self) -> String {
+    pub(crate) async fn text(&self) -> String {
         let end = Instant::now() + WAIT;
         loop {
             let got = self
@@ -205,7 +212,7 @@ impl Browser {
     }
 
     /// Waits until the page's text holds `needle`; returns the text.
-    async fn wait_text(&self, needle: &str) -> String {
+    pub(crate) async fn wait_text(&self, needle: &str) -> String {
         let end = Instant::now() + WAIT;
         loop {
             let text = self.text().await;
@@ -222,7 +229,7 @@ impl Browser {
     }
 
     /// Waits until the page's path starts with `prefix`.
-    async fn wait_path(&self, prefix: &str) {
+    pub(crate) async fn wait_path(&self, prefix: &str) {
         let end = Instant::now() + WAIT;
         loop {
             let path = self.path().await;
@@ -238,7 +245,7 @@ impl Browser {
         }
     }
 
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let e = self.c.find(Locator::Css(css)).await.expect(css);
         e.clear().await.expect("clear");
         e.send_keys(text).await.expect("type");
@@ -246,7 +253,7 @@ impl Browser {
 
     /// Clicks `css` and, when that loads another page (a link or a form
     /// submission), waits until the new page has loaded.
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.c
             .execute("window.__latchkey_old_page = true;", vec![])
             .await
@@ -343,7 +350,7 @@ impl Browser {
     }
 
     /// Saves a PNG of the window as `NAME.png` in the screenshot directory.
-    async fn shot(&self, name: &str) {
+    pub(crate) async fn shot(&self, name: &str) {
         let png = self.c.screenshot().await.expect("screenshot");
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         let path = screenshot_dir().join(format!("{name}.png"));
@@ -375,7 +382,7 @@ impl Browser {
             .map(|c| c.value().to_owned())
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.c.close().await;
     }
 }

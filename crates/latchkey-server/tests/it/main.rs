@@ -13,6 +13,7 @@ mod api;
 mod browser;
 mod cli;
 mod connections;
+mod forward_auth;
 mod hardening;
 mod mail;
 mod mfa;

@@ -8,13 +8,14 @@ use axum::Json;
 use latchkey::extract::MaybeUser;
 use serde::Deserialize;
 
-use super::login_page;
+use super::{login_page, ReturnTo};
 use crate::app::AppState;
-use crate::routes::safe_next;
 
 #[derive(Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
+    /// Where a reverse proxy sent the browser from (forward authentication).
+    rd: Option<String>,
 }
 
 pub async fn get(
@@ -29,7 +30,7 @@ pub async fn get(
         )
         .into_response();
     }
-    let next = safe_next(query.next.as_deref());
+    let return_to = ReturnTo::new(&app, query.next.as_deref(), query.rd.as_deref());
     login_page(
         &app,
         &headers,
@@ -37,6 +38,6 @@ pub async fn get(
         StatusCode::OK,
         None,
         String::new(),
-        next,
+        return_to,
     )
 }

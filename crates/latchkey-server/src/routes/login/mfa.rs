@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::error::{wants_html, ApiError};
 use crate::flash::{self, Flash};
 use crate::pages::{render, LoginMfaPage};
-use crate::routes::{safe_next, see_other, with_cookie};
+use crate::routes::{after_sign_in, see_other, with_cookie};
 
 #[derive(Deserialize)]
 pub struct NextQuery {
@@ -66,7 +66,7 @@ pub async fn get(
         &app,
         &headers,
         StatusCode::OK,
-        safe_next(q.next.as_deref()),
+        after_sign_in(&app, None, q.next.as_deref()),
         None,
     ))
 }
@@ -78,7 +78,7 @@ pub async fn post(
     Input(body): Input<MfaBody>,
 ) -> Response {
     let html = wants_html(&headers);
-    let next = safe_next(body.next.as_deref());
+    let next = after_sign_in(&app, None, body.next.as_deref());
     let result = app
         .auth
         .complete_sign_in(

@@ -11,12 +11,31 @@ use axum::Router;
 
 use crate::app::AppState;
 use crate::pages::{render, LoginPage, Nav};
-use crate::routes::with_cookie;
+use crate::routes::{redirect_target, with_cookie};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", routing::get(get::get).post(post::post))
         .route("/login/mfa", routing::get(mfa::get).post(mfa::post))
+}
+
+/// Where the form sends the browser after signing in, carried through it
+/// in hidden inputs: `next` (a page) and `rd` (the URL a reverse proxy
+/// sent the browser from), each only as [`redirect_target`] allows it.
+pub struct ReturnTo {
+    next: String,
+    rd: Option<String>,
+}
+
+impl ReturnTo {
+    fn new(app: &AppState, next: Option<&str>, rd: Option<&str>) -> Self {
+        Self {
+            next: next
+                .and_then(|n| redirect_target(app, n))
+                .unwrap_or_else(|| "/profile".to_owned()),
+            rd: rd.and_then(|r| redirect_target(app, r)),
+        }
+    }
 }
 
 fn login_page(
@@ -26,7 +45,7 @@ fn login_page(
     status: StatusCode,
     error: Option<String>,
     username: String,
-    next: String,
+    return_to: ReturnTo,
 ) -> Response {
     let (csrf, cookie) = app.auth.form_token(headers, user);
     let page = LoginPage {
@@ -37,7 +56,8 @@ fn login_page(
         csrf,
         error,
         username,
-        next,
+        next: return_to.next,
+        rd: return_to.rd,
     };
     with_cookie(render(status, page), cookie)
 }

@@ -10,10 +10,10 @@ use latchkey::extract::MaybeUser;
 use latchkey::{Auth, Credentials, LoginError};
 use serde::Deserialize;
 
-use super::login_page;
+use super::{login_page, ReturnTo};
 use crate::app::AppState;
 use crate::flash::{self, Flash};
-use crate::routes::{safe_next, see_other};
+use crate::routes::{after_sign_in, see_other};
 
 #[derive(Deserialize)]
 pub struct LoginBody {
@@ -21,6 +21,9 @@ pub struct LoginBody {
     password: secrecy::SecretString,
     #[serde(default)]
     next: Option<String>,
+    /// Where a reverse proxy sent the browser from (forward authentication).
+    #[serde(default)]
+    rd: Option<String>,
 }
 
 pub async fn post(
@@ -44,7 +47,11 @@ pub async fn post(
                 tracing::warn!(error = %e, "could not record last sign-in");
             }
             if html {
-                let to = see_other(&safe_next(body.next.as_deref()));
+                let to = see_other(&after_sign_in(
+                    &app,
+                    body.rd.as_deref(),
+                    body.next.as_deref(),
+                ));
                 flash::set(&app, (done, to).into_response(), Flash::SignedIn)
             } else {
                 (
@@ -59,7 +66,8 @@ pub async fn post(
             if !html {
                 return pending.into_response();
             }
-            let next = safe_next(body.next.as_deref());
+            // rd or next, checked now, is where the second step ends.
+            let next = after_sign_in(&app, body.rd.as_deref(), body.next.as_deref());
             let to: String =
                 percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC)
                     .collect();
@@ -100,7 +108,7 @@ pub async fn post(
                 status,
                 Some(error),
                 creds.username,
-                safe_next(body.next.as_deref()),
+                ReturnTo::new(&app, body.next.as_deref(), body.rd.as_deref()),
             );
             if let Some(secs) = retry {
                 res.headers_mut()
