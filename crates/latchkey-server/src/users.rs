@@ -545,10 +545,16 @@ impl Users {
 
     /// The user with id `user_id`, if any.
     pub async fn by_id(&self, user_id: &str) -> Result<Option<User>, UsersError> {
+        self.one_by("id", user_id).await
+    }
+
+    /// The row whose `column` is `value` (a unique column), if any.
+    async fn one_by(&self, column: &'static str, value: &str) -> Result<Option<User>, UsersError> {
+        let sql = format!("SELECT * FROM latchkey_users WHERE {column} = $1");
         self.bounded(async {
             let pool = self.pool().await?;
-            let row = sqlx::query("SELECT * FROM latchkey_users WHERE id = $1")
-                .bind(user_id)
+            let row = sqlx::query(&sql)
+                .bind(value)
                 .fetch_optional(pool)
                 .await
                 .map_err(self.db())?;
@@ -569,20 +575,7 @@ impl Users {
 
     /// The user whose address is `email`, compared case-insensitively.
     pub async fn by_email(&self, email: &str) -> Result<Option<User>, UsersError> {
-        let key = email.trim().to_lowercase();
-        self.bounded(async {
-            let pool = self.pool().await?;
-            let row = sqlx::query("SELECT * FROM latchkey_users WHERE email_key = $1")
-                .bind(key)
-                .fetch_optional(pool)
-                .await
-                .map_err(self.db())?;
-            row.as_ref()
-                .map(user_from_row)
-                .transpose()
-                .map_err(self.db())
-        })
-        .await
+        self.one_by("email_key", &email.trim().to_lowercase()).await
     }
 
     /// Sets (or with `None` removes) the user's address; `false` when

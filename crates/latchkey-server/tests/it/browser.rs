@@ -1038,21 +1038,7 @@ async fn forgot_password_in_dev_mode_logs_the_link_and_the_page_resets() {
     };
     // --dev without SMTP: each mail goes to the log, link on its own line.
     let s = dev_server(&[]);
-    let out = s.cli(
-        &[
-            "add",
-            "carol",
-            "--email",
-            "carol@example.com",
-            "--password-stdin",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.add_user_with_email("carol", "carol@example.com");
     let b = Browser::open(&driver, &s).await;
     b.go("/login").await;
     b.click("main a[href='/password/forgot']").await;

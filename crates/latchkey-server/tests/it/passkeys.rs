@@ -37,21 +37,6 @@ struct Registered {
     user_handle: String,
 }
 
-async fn post_raw(
-    s: &TestApp,
-    path: &str,
-    cookie: &str,
-    body: serde_json::Value,
-) -> reqwest::Response {
-    client()
-        .post(s.url(path))
-        .header("cookie", cookie)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn register(
     s: &TestApp,
     cookie: &str,
@@ -83,7 +68,7 @@ async fn register(
 
 /// `/webauthn/login/start` with `cookie`: the options and the ceremony cookie.
 async fn login_start(s: &TestApp, cookie: &str) -> (RequestChallengeResponse, String) {
-    let res = post_raw(s, "/webauthn/login/start", cookie, json!({})).await;
+    let res = post(s, "/webauthn/login/start", cookie, json!({})).await;
     assert_eq!(res.status(), 200);
     let name = format!("{}-webauthn", s.cookie_name());
     let line = set_cookie(&res, &name).expect("a ceremony cookie");
@@ -116,7 +101,7 @@ fn with_handle(mut assertion: serde_json::Value, handle: &str) -> serde_json::Va
 }
 
 async fn finish(s: &TestApp, cookies: &str, assertion: serde_json::Value) -> (u16, Option<String>) {
-    let res = post_raw(s, "/webauthn/login/finish", cookies, assertion).await;
+    let res = post(s, "/webauthn/login/finish", cookies, assertion).await;
     let status = res.status().as_u16();
     let session = set_cookie(&res, s.cookie_name())
         .filter(|l| !l.contains("Max-Age=0"))

@@ -179,21 +179,7 @@ async fn two_resets_racing_on_one_link_change_the_password_once() {
 #[tokio::test]
 async fn addresses_from_the_cli_show_on_the_profile_and_are_unique() {
     let s = TestApp::spawn(Options::default()).await;
-    let out = s.cli(
-        &[
-            "add",
-            "alice",
-            "--email",
-            "Alice@Example.com",
-            "--password-stdin",
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.add_user_with_email("alice", "Alice@Example.com");
     s.add_user("bob", "user");
     let alice = login(&s, "alice", PASSWORD).await;
     let (status, body) = get_json(&s, "/profile", &alice).await;

@@ -26,18 +26,6 @@ async fn mail_app(smtp: &Sink, extra: &[&str]) -> TestApp {
     .await
 }
 
-fn add_with_email(s: &TestApp, name: &str, email: &str) {
-    let out = s.cli(
-        &["add", name, "--email", email, "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 async fn forgot(s: &TestApp, email: &str) -> reqwest::Response {
     client()
         .post(s.url("/password/forgot"))
@@ -61,7 +49,7 @@ fn token_in(mail: &Received, path: &str) -> String {
 async fn forgot_password_mails_a_link_that_resets_once() {
     let Some(smtp) = Sink::start() else { return };
     let s = mail_app(&smtp, &[]).await;
-    add_with_email(&s, "alice", "alice@example.com");
+    s.add_user_with_email("alice", "alice@example.com");
     let session = login(&s, "alice", PASSWORD).await;
 
     // Known and unknown addresses: the same status and body.
@@ -130,7 +118,7 @@ async fn forgot_password_is_throttled_per_target_and_per_client() {
 async fn forgot_password_answers_in_the_same_time_for_every_address() {
     let Some(smtp) = Sink::start() else { return };
     let s = mail_app(&smtp, &["--max-failures-per-user-address", "1000"]).await;
-    add_with_email(&s, "alice", "alice@example.com");
+    s.add_user_with_email("alice", "alice@example.com");
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for i in 0..30 {
         for (email, times) in [
@@ -163,7 +151,7 @@ async fn forgot_password_answers_in_the_same_time_for_every_address() {
 async fn changing_the_address_needs_the_new_one_to_confirm() {
     let Some(smtp) = Sink::start() else { return };
     let s = mail_app(&smtp, &[]).await;
-    add_with_email(&s, "alice", "alice@example.com");
+    s.add_user_with_email("alice", "alice@example.com");
     let alice = login(&s, "alice", PASSWORD).await;
     let (status, body) = post_json(
         &s,
@@ -207,7 +195,7 @@ async fn changing_the_address_needs_the_new_one_to_confirm() {
     assert_eq!(status, 400, "a link works once");
 
     // An address another account has: the same 202, and no mail at all.
-    add_with_email(&s, "bob", "bob@example.com");
+    s.add_user_with_email("bob", "bob@example.com");
     let before = smtp.count();
     let (status, _) = post_json(
         &s,

@@ -175,6 +175,19 @@ pub trait Target {
         cli(self.database(), self.sessions(), args, stdin)
     }
 
+    /// `latchkey user add NAME --email ADDR` (role `user`, verified address).
+    fn add_user_with_email(&self, name: &str, email: &str) {
+        let out = self.cli(
+            &["add", name, "--email", email, "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn add_user(&self, name: &str, role: &str) {
         let out = self.cli(
             &["add", name, "--role", role, "--password-stdin"],
