@@ -29,6 +29,27 @@ use crate::app::App;
 #[derive(Deserialize)]
 pub struct Empty {}
 
+/// A one-time code as a client sent it: text, or a JSON number, or
+/// anything else (which matches no code). A wrong *type* is then a wrong
+/// code (401, counted), never a 422 that would tell which step failed.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum CodeField {
+    Text(String),
+    Number(serde_json::Number),
+    Other(serde::de::IgnoredAny),
+}
+
+impl CodeField {
+    pub fn text(&self) -> String {
+        match self {
+            CodeField::Text(s) => s.clone(),
+            CodeField::Number(n) => n.to_string(),
+            CodeField::Other(_) => String::new(),
+        }
+    }
+}
+
 /// Adds `Set-Cookie` when there is one to set.
 pub fn with_cookie(mut res: Response, cookie: Option<HeaderValue>) -> Response {
     if let Some(c) = cookie {

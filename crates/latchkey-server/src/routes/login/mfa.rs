@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::error::{wants_html, ApiError};
 use crate::flash::{self, Flash};
 use crate::pages::{render, LoginMfaPage};
-use crate::routes::{after_sign_in, see_other, with_cookie};
+use crate::routes::{after_sign_in, see_other, with_cookie, CodeField};
 
 #[derive(Deserialize)]
 pub struct NextQuery {
@@ -23,9 +23,9 @@ pub struct NextQuery {
 #[derive(Deserialize)]
 pub struct MfaBody {
     #[serde(default)]
-    code: Option<String>,
+    code: Option<CodeField>,
     #[serde(default)]
-    recovery_code: Option<String>,
+    recovery_code: Option<CodeField>,
     #[serde(default)]
     next: Option<String>,
 }
@@ -83,8 +83,8 @@ pub async fn post(
         .auth
         .complete_sign_in(
             &headers,
-            body.code.as_deref(),
-            body.recovery_code.as_deref(),
+            body.code.as_ref().map(CodeField::text).as_deref(),
+            body.recovery_code.as_ref().map(CodeField::text).as_deref(),
             auth.meta(),
         )
         .await;

@@ -13,11 +13,11 @@ use serde::Deserialize;
 use super::page;
 use crate::app::AppState;
 use crate::error::{wants_html, ApiError};
-use crate::routes::{see_other, Empty};
+use crate::routes::{see_other, CodeField, Empty};
 
 #[derive(Deserialize)]
 pub struct CodeBody {
-    code: String,
+    code: CodeField,
 }
 
 pub async fn setup(
@@ -43,7 +43,11 @@ pub async fn confirm(
     Input(body): Input<CodeBody>,
 ) -> Result<Response, ApiError> {
     let html = wants_html(&headers);
-    match app.auth.totp_confirm(user.session(), &body.code).await {
+    match app
+        .auth
+        .totp_confirm(user.session(), &body.code.text())
+        .await
+    {
         Ok(codes) if html => page(&app, &user, StatusCode::OK, codes, None).await,
         Ok(codes) => Ok(Json(serde_json::json!({ "recovery_codes": codes })).into_response()),
         Err(e @ MfaError::WrongCode) if html => {

@@ -19,7 +19,7 @@ use crate::routes::{safe_next, see_other};
 pub struct ReauthBody {
     password: Option<SecretString>,
     /// A TOTP or recovery code, instead of the password.
-    code: Option<SecretString>,
+    code: Option<crate::routes::CodeField>,
     next: Option<String>,
 }
 
@@ -42,7 +42,7 @@ pub async fn post(
         }
         (None, Some(c)) => {
             app.auth
-                .reauthenticate_code(user.session(), c.expose_secret(), &meta)
+                .reauthenticate_code(user.session(), &c.text(), &meta)
                 .await
         }
         (None, None) => Err(PasswordChangeError::WrongPassword),
