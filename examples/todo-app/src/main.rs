@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use latchkey::body::Input;
 use latchkey::mail::{Mail, Mailer};
 use latchkey::mfa::{MfaError, SqliteFactors, TotpSetup};
+use latchkey::passkeys::PasskeyError;
 use latchkey::recovery::RecoveryError;
 use latchkey::store::MemoryStore;
 use latchkey::user::BackendError;
@@ -239,6 +240,52 @@ async fn login_mfa(
     Ok((done, "signed in"))
 }
 
+/// Passkeys in four handlers: registration (recent sign-in) and sign-in,
+/// each a start (options for the browser) and a finish (its answer).
+async fn passkey_register_start(
+    auth: Auth,
+    Recent(user): Recent,
+) -> Result<Json<serde_json::Value>, PasskeyError> {
+    Ok(Json(
+        auth.latchkey()
+            .passkey_register_start(user.session())
+            .await?,
+    ))
+}
+
+async fn passkey_register_finish(
+    auth: Auth,
+    user: CurrentUser,
+    Input(credential): Input<serde_json::Value>,
+) -> Result<&'static str, PasskeyError> {
+    let latchkey = auth.latchkey();
+    latchkey
+        .passkey_register_finish(user.session(), credential, Some("my passkey"))
+        .await?;
+    Ok("passkey registered")
+}
+
+async fn passkey_login_start(
+    auth: Auth,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, PasskeyError> {
+    use axum::response::IntoResponse;
+    let (options, cookie) = auth.latchkey().passkey_login_start(&headers).await?;
+    Ok(([(axum::http::header::SET_COOKIE, cookie)], Json(options)).into_response())
+}
+
+async fn passkey_login_finish(
+    auth: Auth,
+    headers: axum::http::HeaderMap,
+    Input(assertion): Input<serde_json::Value>,
+) -> Result<(SignedIn, &'static str), LoginError> {
+    let latchkey = auth.latchkey();
+    let done = latchkey
+        .passkey_login_finish(&headers, assertion, auth.meta())
+        .await?;
+    Ok((done, "signed in"))
+}
+
 async fn app() -> Router {
     app_with(Postbox::default()).await
 }
@@ -263,6 +310,8 @@ async fn app_with(postbox: Postbox) -> Router {
         .mailer(Arc::new(postbox))
         // A member with TOTP signs in in two steps.
         .factors(Arc::new(SqliteFactors::new(factors)), "todo-app")
+        // Passkeys for this origin (the relying party is its host).
+        .passkeys("localhost", "http://localhost:3000")
         .build()
         .expect("valid latchkey configuration");
     for (no, handle, staff) in [(1, "ada", true), (2, "charles", false)] {
@@ -294,6 +343,10 @@ async fn app_with(postbox: Postbox) -> Router {
         .route("/mfa/setup", post(mfa_setup))
         .route("/mfa/confirm", post(mfa_confirm))
         .route("/login/mfa", post(login_mfa))
+        .route("/passkeys/register/start", post(passkey_register_start))
+        .route("/passkeys/register/finish", post(passkey_register_finish))
+        .route("/passkeys/login/start", post(passkey_login_start))
+        .route("/passkeys/login/finish", post(passkey_login_finish))
         .layer(auth.layer())
 }
 
@@ -485,5 +538,40 @@ mod tests {
             send(&app, "GET", "/todos", &session, "").await.status(),
             StatusCode::OK
         );
+    }
+
+    #[tokio::test]
+    async fn a_passkey_signs_in_as_the_second_step() {
+        use webauthn_authenticator_rs::prelude::{Url, WebauthnAuthenticator};
+        use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+        let app = super::app().await;
+        let origin = Url::parse("http://localhost:3000").unwrap();
+        let mut key = WebauthnAuthenticator::new(SoftPasskey::new(true));
+        let charles = login(&app, "charles").await;
+        let options =
+            json(send(&app, "POST", "/passkeys/register/start", &charles, "").await).await;
+        let credential = key
+            .do_registration(origin.clone(), serde_json::from_value(options).unwrap())
+            .unwrap();
+        let body = serde_json::to_string(&credential).unwrap();
+        let res = send(&app, "POST", "/passkeys/register/finish", &charles, &body).await;
+        assert_eq!(res.status(), StatusCode::OK);
+
+        // The password now opens a pending sign-in; the passkey completes it.
+        let body = r#"{"username":"charles","password":"analytical engine notes"}"#;
+        let res = send(&app, "POST", "/login", "", body).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let pending = res.headers()["set-cookie"].to_str().unwrap();
+        let pending = pending.split(';').next().unwrap().to_owned();
+        let res = send(&app, "POST", "/passkeys/login/start", &pending, "").await;
+        let ceremony = res.headers()["set-cookie"].to_str().unwrap();
+        let cookies = format!("{pending}; {}", ceremony.split(';').next().unwrap());
+        let options = json(res).await;
+        let assertion = key
+            .do_authentication(origin, serde_json::from_value(options).unwrap())
+            .unwrap();
+        let body = serde_json::to_string(&assertion).unwrap();
+        let res = send(&app, "POST", "/passkeys/login/finish", &cookies, &body).await;
+        assert_eq!(res.status(), StatusCode::OK);
     }
 }
