@@ -251,6 +251,8 @@ pub(crate) struct Inner {
     cross_origin: CsrfLayer<RejectFn>,
     pub(crate) mailer: Option<Arc<dyn crate::mail::Mailer>>,
     pub(crate) factors: Option<Arc<dyn crate::mfa::FactorStore>>,
+    /// Factor summaries for display (profile pages), at most a second old.
+    pub(crate) factor_cache: crate::mfa::SummaryCache,
     #[cfg(feature = "passkeys")]
     pub(crate) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
@@ -289,6 +291,7 @@ impl Latchkey {
             config,
             mailer,
             factors,
+            factor_cache: Default::default(),
             #[cfg(feature = "passkeys")]
             webauthn: webauthn.map(Arc::new),
         }))

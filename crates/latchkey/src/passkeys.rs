@@ -253,6 +253,7 @@ impl Latchkey {
         {
             return Err(PasskeyError::Refused("This passkey is already registered"));
         }
+        self.factors_changed(&session.user_id);
         tracing::info!(target: "latchkey::audit", event = "passkey_registered", username = clip(&session.username), passkey = %id);
         Ok(info(&record))
     }
@@ -317,6 +318,7 @@ impl Latchkey {
             .map_err(backend)?
         {
             true => {
+                self.factors_changed(&session.user_id);
                 tracing::info!(target: "latchkey::audit", event = "passkey_deleted", username = clip(&session.username), passkey = %id);
                 Ok(())
             }

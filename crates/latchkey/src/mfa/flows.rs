@@ -93,6 +93,28 @@ impl Latchkey {
         }
     }
 
+    /// [`factor_summary`](Self::factor_summary) for display (profile
+    /// pages): from a per-process cache at most a second old, so showing
+    /// the factors costs no store read per request. Never used to decide
+    /// anything.
+    ///
+    /// # Errors
+    /// [`Error`] when the factor store cannot be reached.
+    pub async fn factor_summary_for_display(&self, user_id: &str) -> Result<FactorSummary, Error> {
+        if let Some(s) = self.0.factor_cache.get(user_id) {
+            return Ok(s);
+        }
+        let asked = std::time::Instant::now();
+        let summary = self.factor_summary(user_id).await?;
+        self.0.factor_cache.put(user_id, asked, summary);
+        Ok(summary)
+    }
+
+    /// Drops a user's displayed summary after a change made here.
+    pub(crate) fn factors_changed(&self, user_id: &str) {
+        self.0.factor_cache.forget(user_id);
+    }
+
     /// Offers a new TOTP secret to the signed-in user; nothing changes at
     /// sign-in until [`totp_confirm`](Self::totp_confirm). Call it from a
     /// handler that takes [`Recent`](crate::Recent).
@@ -172,6 +194,7 @@ impl Latchkey {
             return Err(MfaError::WrongCode);
         }
         let codes = self.fresh_codes(factors.as_ref(), &session.user_id).await?;
+        self.factors_changed(&session.user_id);
         tracing::info!(target: "latchkey::audit", event = "totp_enabled", username = clip(&session.username));
         Ok(codes)
     }
@@ -211,6 +234,7 @@ impl Latchkey {
             return Err(MfaError::NotEnrolled);
         }
         let codes = self.fresh_codes(factors.as_ref(), &session.user_id).await?;
+        self.factors_changed(&session.user_id);
         tracing::info!(target: "latchkey::audit", event = "recovery_codes_renewed", username = clip(&session.username));
         Ok(codes)
     }
@@ -224,6 +248,7 @@ impl Latchkey {
             .remove_totp(user_id)
             .await
             .map_err(backend)?;
+        self.factors_changed(user_id);
         tracing::info!(target: "latchkey::audit", event = "totp_removed", username = clip(username));
         Ok(())
     }
@@ -237,6 +262,7 @@ impl Latchkey {
             .remove_factors(user_id)
             .await
             .map_err(backend)?;
+        self.factors_changed(user_id);
         tracing::info!(target: "latchkey::audit", event = "factors_removed", username = clip(username));
         Ok(())
     }
@@ -292,6 +318,9 @@ impl Latchkey {
             .use_recovery_code(user_id, &hash)
             .await
             .map_err(backend)?;
+        if used {
+            self.factors_changed(user_id);
+        }
         Ok(used.then_some(CodeKind::Recovery))
     }
 

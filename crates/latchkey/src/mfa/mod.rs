@@ -29,6 +29,38 @@ pub use sql::PostgresFactors;
 pub use sql::SqliteFactors;
 pub use totp::code_at;
 
+/// Per-process summaries for display, each at most [`SUMMARY_TTL`] old:
+/// a profile page costs no factor-store read per request. Changes made in
+/// this process drop the entry at once; another instance's show within the
+/// TTL. Sign-in never reads it (it must see a factor the moment it exists).
+pub(crate) struct SummaryCache(
+    quick_cache::sync::Cache<String, (std::time::Instant, FactorSummary)>,
+);
+
+/// How old a displayed summary may be.
+const SUMMARY_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Default for SummaryCache {
+    fn default() -> Self {
+        Self(quick_cache::sync::Cache::new(10_000))
+    }
+}
+
+impl SummaryCache {
+    pub(crate) fn get(&self, user_id: &str) -> Option<FactorSummary> {
+        self.0
+            .get(user_id)
+            .filter(|(at, _)| at.elapsed() < SUMMARY_TTL)
+            .map(|(_, s)| s)
+    }
+    pub(crate) fn put(&self, user_id: &str, at: std::time::Instant, summary: FactorSummary) {
+        self.0.insert(user_id.to_owned(), (at, summary));
+    }
+    pub(crate) fn forget(&self, user_id: &str) {
+        self.0.remove(user_id);
+    }
+}
+
 /// How many recovery codes a user gets at a time.
 pub const RECOVERY_CODES: usize = 10;
 

@@ -18,6 +18,6 @@ pub async fn get(
     if wants_html(&headers) {
         return page(&app, &user, StatusCode::OK, Vec::new(), None).await;
     }
-    let summary = app.auth.factor_summary(user.user_id()).await?;
+    let summary = app.auth.factor_summary_for_display(user.user_id()).await?;
     Ok(Json(summary).into_response())
 }

@@ -45,7 +45,7 @@ async fn page(
     codes: Vec<String>,
     error: Option<String>,
 ) -> Result<Response, ApiError> {
-    let summary = app.auth.factor_summary(user.user_id()).await?;
+    let summary = app.auth.factor_summary_for_display(user.user_id()).await?;
     let setup = if summary.totp {
         None
     } else {

@@ -18,7 +18,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     // From the per-user cache the session check just filled: no extra read.
     let (email, email_verified) = app.auth.email_of(user.user_id()).await?;
-    let mfa = app.auth.factor_summary(user.user_id()).await?;
+    let mfa = app.auth.factor_summary_for_display(user.user_id()).await?;
     if wants_html(&headers) {
         let s = user.session();
         let t = app.auth.config().session_timeouts();
