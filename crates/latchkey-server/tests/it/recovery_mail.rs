@@ -26,7 +26,7 @@ async fn mail_app(smtp: &Sink, extra: &[&str]) -> TestApp {
     .await
 }
 
-async fn forgot(s: &TestApp, email: &str) -> reqwest::Response {
+async fn forgot(s: &impl Target, email: &str) -> reqwest::Response {
     client()
         .post(s.url("/password/forgot"))
         .json(&json!({ "email": email }))
@@ -209,4 +209,70 @@ async fn changing_the_address_needs_the_new_one_to_confirm() {
     assert_eq!(smtp.count(), before);
     let (status, _) = post_json(&s, "/email", Some(&alice), json!({"email": "nope"})).await;
     assert_eq!(status, 422);
+}
+
+#[tokio::test]
+async fn logs_hold_no_reset_token_no_link_and_no_totp_secret() {
+    let Some(smtp) = Sink::start() else { return };
+    let s = Server::start(Options {
+        args: vec![
+            "--smtp-url".into(),
+            smtp.url(),
+            "--public-url".into(),
+            "https://login.example.com".into(),
+        ],
+        ..Options::default()
+    });
+    s.add_user_with_email("alice", "alice@example.com");
+    assert_eq!(forgot(&s, "alice@example.com").await.status(), 202);
+    let mail = smtp.wait_for(1).await;
+    let token = token_in(&mail[0], "/password/reset");
+    // Reading and using the link, a wrong code, TOTP set up and confirmed.
+    assert_eq!(
+        get_json(&s, &format!("/password/reset?token={token}"), "")
+            .await
+            .0,
+        200
+    );
+    let (status, _) = post_json(
+        &s,
+        "/password/reset",
+        None,
+        json!({"token": token, "new_password": NEW_PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cookie = login(&s, "alice", NEW_PASSWORD).await;
+    let (_, setup) = post_json(&s, "/mfa/totp/setup", Some(&cookie), json!({})).await;
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = latchkey::mfa::code_at(&secret, now).unwrap();
+    let (status, codes) = post_json(
+        &s,
+        "/mfa/totp/confirm",
+        Some(&cookie),
+        json!({"code": code}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    s.wait_log("totp_enabled", Duration::from_secs(5));
+    let log = s.log();
+    assert!(
+        log.contains("password_reset"),
+        "the reset is audited:\n{log}"
+    );
+    for secret_thing in [
+        token.as_str(),
+        secret.as_str(),
+        codes["recovery_codes"][0].as_str().unwrap(),
+        "password/reset?token=",
+    ] {
+        assert!(
+            !log.contains(secret_thing),
+            "the log holds {secret_thing:?}:\n{log}"
+        );
+    }
 }
