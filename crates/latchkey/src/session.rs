@@ -31,7 +31,8 @@ pub struct SessionToken(String);
 /// Length of an encoded token: 32 bytes in unpadded base64url.
 const TOKEN_LEN: usize = 43;
 
-/// Bytes as unpadded base64url (credential ids and the like).
+/// Bytes as unpadded base64url (passkey credential ids).
+#[cfg(feature = "passkeys")]
 pub(crate) fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
