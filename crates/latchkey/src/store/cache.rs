@@ -111,6 +111,20 @@ impl SessionCache {
         }
     }
 
+    /// Runs `write` between two evictions of `key`: the first so nothing
+    /// serves the old record while the write runs, the second so a read
+    /// that raced the write cannot leave the old record cached.
+    pub(super) async fn evicting<T>(
+        &self,
+        key: &TokenHash,
+        write: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.evict(key);
+        let out = write.await;
+        self.evict(key);
+        out
+    }
+
     /// Drops one session (and fails every read in flight's insert).
     pub(super) fn evict(&self, key: &TokenHash) {
         self.generation.fetch_add(1, Ordering::SeqCst);

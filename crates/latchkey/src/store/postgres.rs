@@ -310,28 +310,23 @@ impl SessionStore for PostgresStore {
     }
     async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {
         let key = record.key();
-        self.cache.evict(&key);
-        let n = self
-            .revoke(
-                Revoked::Session(&key),
-                "WITH u AS (UPDATE latchkey_sessions SET data = $2 WHERE token_hash = $1 RETURNING 1) \
-                 SELECT pg_notify($3, $4)::text AS sent, (SELECT count(*) FROM u) AS n",
-                Binds::KeyData(&key, record.data.as_deref()),
-            )
-            .await?;
-        self.cache.evict(&key);
+        let write = self.revoke(
+            Revoked::Session(&key),
+            "WITH u AS (UPDATE latchkey_sessions SET data = $2 WHERE token_hash = $1 RETURNING 1) \
+             SELECT pg_notify($3, $4)::text AS sent, (SELECT count(*) FROM u) AS n",
+            Binds::KeyData(&key, record.data.as_deref()),
+        );
+        let n = self.cache.evicting(&key, write).await?;
         Ok(n > 0)
     }
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
-        self.cache.evict(key);
-        self.revoke(
+        let write = self.revoke(
             Revoked::Session(key),
             "WITH d AS (DELETE FROM latchkey_sessions WHERE token_hash = $1 RETURNING 1) \
              SELECT pg_notify($2, $3)::text AS sent, (SELECT count(*) FROM d) AS n",
             Binds::Key(key),
-        )
-        .await?;
-        self.cache.evict(key);
+        );
+        self.cache.evicting(key, write).await?;
         Ok(())
     }
     async fn list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {

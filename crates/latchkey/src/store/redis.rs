@@ -371,16 +371,17 @@ impl SessionStore for RedisStore {
         let key = r.key();
         let bus = self.bus();
         let announcement = bus.announce(Revoked::Session(&key));
-        self.cache.evict(&key);
-        let mut c = self.conn().await?;
-        let script = Script::new(SET_DATA);
-        let mut inv = script.key(self.session_key(&key));
-        inv.arg(if r.data.is_some() { "1" } else { "0" })
-            .arg(r.data.as_deref().unwrap_or(""))
-            .arg(&self.link.channel)
-            .arg(&announcement.message);
-        let found = self.run(inv.invoke_async::<i64>(&mut c)).await? == 1;
-        self.cache.evict(&key);
+        let write = async {
+            let mut c = self.conn().await?;
+            let script = Script::new(SET_DATA);
+            let mut inv = script.key(self.session_key(&key));
+            inv.arg(if r.data.is_some() { "1" } else { "0" })
+                .arg(r.data.as_deref().unwrap_or(""))
+                .arg(&self.link.channel)
+                .arg(&announcement.message);
+            self.run(inv.invoke_async::<i64>(&mut c)).await
+        };
+        let found = self.cache.evicting(&key, write).await? == 1;
         bus.settle(announcement).await;
         Ok(found)
     }
@@ -388,17 +389,18 @@ impl SessionStore for RedisStore {
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
         let bus = self.bus();
         let announcement = bus.announce(Revoked::Session(key));
-        self.cache.evict(key);
-        let mut c = self.conn().await?;
-        // The index entry is pruned lazily by `user_sessions`.
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .del(self.session_key(key))
-            .ignore()
-            .publish(&self.link.channel, &announcement.message)
-            .ignore();
-        self.run(pipe.query_async::<()>(&mut c)).await?;
-        self.cache.evict(key);
+        let write = async {
+            let mut c = self.conn().await?;
+            // The index entry is pruned lazily by `user_sessions`.
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .del(self.session_key(key))
+                .ignore()
+                .publish(&self.link.channel, &announcement.message)
+                .ignore();
+            self.run(pipe.query_async::<()>(&mut c)).await
+        };
+        self.cache.evicting(key, write).await?;
         bus.settle(announcement).await;
         Ok(())
     }

@@ -553,17 +553,15 @@ impl SessionStore for SqliteStore {
     async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {
         // Evicted like a revocation (the trigger logs it for other
         // processes): the next load reads the new data from the database.
-        self.cache.entries.evict(&record.key());
-        let found = self.db_update(record).await?;
-        self.cache.entries.evict(&record.key());
-        Ok(found)
+        let key = record.key();
+        self.cache
+            .entries
+            .evicting(&key, self.db_update(record))
+            .await
     }
 
     async fn delete(&self, key: &TokenHash) -> Result<(), StoreError> {
-        self.cache.entries.evict(key);
-        self.db_delete(key).await?;
-        self.cache.entries.evict(key);
-        Ok(())
+        self.cache.entries.evicting(key, self.db_delete(key)).await
     }
 
     async fn list_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
