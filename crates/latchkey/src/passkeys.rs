@@ -466,13 +466,9 @@ impl Latchkey {
             .map_err(backend)?
             .ok_or(LoginError::InvalidCredentials)?;
         if let Some(pending_key) = &ceremony.pending {
-            // The second step: the pending sign-in is used up here.
-            let taken = self
-                .store()
-                .take_ticket(pending_key)
-                .await
-                .map_err(Error::from)?;
-            if taken.is_none() {
+            // The second step: the pending sign-in is used up here, and
+            // only if the account did not change since the password.
+            if !self.take_pending(pending_key, &account).await? {
                 return Err(LoginError::InvalidCredentials);
             }
         }

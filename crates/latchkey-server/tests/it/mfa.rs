@@ -277,3 +277,26 @@ async fn reset_mfa_turns_factors_off_and_ends_sessions() {
     let out = s.cli(&["reset-mfa", "nobody"], None);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn a_pending_sign_in_dies_with_a_password_change() {
+    let s = TestApp::spawn(Options::default()).await;
+    s.add_user("alice", "user");
+    let cookie = login(&s, "alice", PASSWORD).await;
+    let (secret, _) = enrol(&s, &cookie).await;
+    let p = pending(&s, "alice").await;
+    let out = s.cli(
+        &["set-password", "alice", "--password-stdin"],
+        Some("quartz lantern meadow bicycle\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The right code no longer completes a sign-in begun with the old password.
+    assert_eq!(
+        complete(&s, &p, json!({"code": code(&secret, 1)})).await.0,
+        401
+    );
+}

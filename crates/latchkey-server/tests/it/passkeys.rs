@@ -297,3 +297,29 @@ async fn a_ceremony_begun_on_one_instance_finishes_on_another() {
     assert_eq!(status, 200);
     assert_eq!(get_json(&b, "/profile", &session.unwrap()).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_passkey_does_not_complete_a_sign_in_begun_before_a_password_change() {
+    let s = app().await;
+    s.add_user("alice", "user");
+    let cookie = login(&s, "alice", PASSWORD).await;
+    let mut k = key();
+    let reg = register(&s, &cookie, &mut k, "Key").await;
+    let res = sign_in(&s, "alice", PASSWORD).await;
+    assert_eq!(res.status(), 202);
+    let name = format!("{}-mfa", s.cookie_name());
+    let pending = format!("{name}={}", token_of(&set_cookie(&res, &name).unwrap()));
+    let (rcr, ceremony) = login_start(&s, &pending).await;
+    let out = s.cli(
+        &["set-password", "alice", "--password-stdin"],
+        Some("quartz lantern meadow bicycle\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let assertion = assert_as(&mut k, rcr, &reg.id, ORIGIN);
+    let (status, session) = finish(&s, &format!("{pending}; {ceremony}"), assertion).await;
+    assert_eq!((status, session), (401, None));
+}

@@ -153,13 +153,7 @@ impl Latchkey {
             return Err(LoginError::InvalidCredentials);
         };
         // Used once: of two requests racing with right codes, one signs in.
-        let taken = self
-            .store()
-            .take_ticket(&pending_key)
-            .await
-            .map_err(Error::from)?;
-        let pending: Option<Pending> = taken.and_then(|v| serde_json::from_str(&v).ok());
-        if pending.is_none_or(|p| p.version != account.version) {
+        if !self.take_pending(&pending_key, &account).await? {
             throttle.abandon(attempt).await.map_err(Error::from)?;
             return Err(LoginError::InvalidCredentials);
         }
@@ -173,6 +167,19 @@ impl Latchkey {
         let done = self.issue_for(&account, meta).await?;
         tracing::info!(target: "latchkey::audit", event = "login", method = ?kind, username = clip(&account.username), ip = %meta.ip, session = %done.record.id);
         Ok(done)
+    }
+
+    /// Uses up a pending sign-in; `false` when another request used it
+    /// first, or the account changed since (a new password, "sign out
+    /// everywhere"): then no session may come of it.
+    pub(crate) async fn take_pending(
+        &self,
+        pending_key: &str,
+        account: &crate::user_check::Account,
+    ) -> Result<bool, Error> {
+        let taken = self.store().take_ticket(pending_key).await?;
+        let pending: Option<Pending> = taken.and_then(|v| serde_json::from_str(&v).ok());
+        Ok(pending.is_some_and(|p| p.user == account.id && p.version == account.version))
     }
 
     /// The user of the request's live pending sign-in, and its ticket key.
