@@ -186,6 +186,28 @@ async fn fill_username_keys(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result
     Ok(())
 }
 
+/// Runs a schema transaction, again when SQLite refused it with "database
+/// is locked": two processes migrating at once (a server starting and
+/// `latchkey user add` beside it), the loser of SQLite's lock upgrade gets
+/// that at once, whatever the busy timeout; its transaction rolled back, so
+/// trying again is safe. PostgreSQL takes turns on an advisory lock instead.
+pub(crate) async fn retry_if_locked<F, Fut>(postgres: bool, mut run: F) -> Result<(), sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match run().await {
+            Err(e) if !postgres && tries < 10 && e.to_string().contains("database is locked") => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 impl Users {
     /// Connects lazily: a database that is down at start-up makes calls
     /// fail (503) until it answers.
@@ -247,26 +269,7 @@ impl Users {
 
     async fn pool(&self) -> Result<&AnyPool, UsersError> {
         self.ready
-            .get_or_try_init(|| async {
-                // Two SQLite processes migrating at once (a server starting
-                // and `latchkey user add` beside it): the loser of SQLite's
-                // lock upgrade gets "database is locked" at once, whatever
-                // the busy timeout; its transaction rolled back, so try again.
-                let mut tries = 0;
-                loop {
-                    match self.create_tables().await {
-                        Err(e)
-                            if !self.postgres
-                                && tries < 10
-                                && e.to_string().contains("database is locked") =>
-                        {
-                            tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
-                        }
-                        done => return done,
-                    }
-                }
-            })
+            .get_or_try_init(|| retry_if_locked(self.postgres, || self.create_tables()))
             .await
             .map_err(self.db())?;
         Ok(&self.pool)

@@ -453,6 +453,20 @@ impl Latchkey {
         (token, record)
     }
 
+    /// A new session for `user` in place of the request's own, if any (a
+    /// sign-in completed by a second step: no fixation).
+    pub(crate) async fn replace_session(
+        &self,
+        headers: &HeaderMap,
+        user: &crate::user_check::Account,
+        meta: &RequestMeta,
+    ) -> Result<SignedIn, Error> {
+        if let Some(previous) = self.0.cookies.token(headers) {
+            self.0.store.delete(&previous.hash()).await?;
+        }
+        self.issue_for(user, meta).await
+    }
+
     /// A new session for `user`.
     pub(crate) async fn issue_for(
         &self,
@@ -611,14 +625,13 @@ impl Latchkey {
             .check(&user.username, new_password)
             .map_err(PasswordChangeError::Rejected)?;
         let hash = self.0.hasher.hash(new_password).await?;
-        let backend_err = |e: crate::user::BackendError| Error::Backend(e.to_string());
         // One write: every session issued before is refused from here on,
         // also one a sign-in still in flight is about to create, and a
         // request cancelled after it leaves nothing half done.
         users
             .change_hash(&user.id, &hash)
             .await
-            .map_err(backend_err)?;
+            .map_err(crate::error::backend)?;
         if let Some(check) = &self.0.users {
             check.forget(&user.id);
         }
@@ -630,7 +643,7 @@ impl Latchkey {
         let user = users
             .by_id(&user.id)
             .await
-            .map_err(backend_err)?
+            .map_err(crate::error::backend)?
             .ok_or_else(|| Error::Backend("the user was removed during the change".into()))?;
         self.notify(&user, crate::mail::Notice::PasswordChanged)
             .await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::auth::{clip, throttle_name};
 use crate::client::RequestMeta;
+use crate::error::backend;
 use crate::error::Error;
 use crate::user_check::{Account, Directory};
 use crate::Latchkey;
@@ -49,10 +50,6 @@ impl From<crate::store::StoreError> for Refusal {
     fn from(e: crate::store::StoreError) -> Self {
         Refusal::Unavailable(e.into())
     }
-}
-
-fn backend(e: crate::user::BackendError) -> Error {
-    Error::Backend(e.to_string())
 }
 
 /// A right password at sign-in.

@@ -72,6 +72,11 @@ pub enum PasswordChangeError {
     Unavailable(#[from] Error),
 }
 
+/// A user-backend failure as latchkey reports it (503, fail closed).
+pub(crate) fn backend(e: crate::user::BackendError) -> Error {
+    Error::Backend(e.to_string())
+}
+
 /// A JSON `{"detail": ...}` answer with `status`.
 pub(crate) fn detail(status: StatusCode, detail: &str) -> Response {
     let body = serde_json::json!({ "detail": detail }).to_string();

@@ -26,8 +26,8 @@ use webauthn_rs::prelude::{
 };
 
 use crate::auth::{clip, SignedIn};
+use crate::error::backend;
 use crate::error::{detail, Error, LoginError};
-use crate::mfa::flows::backend;
 use crate::mfa::PasskeyRecord;
 use crate::session::{now_ms, SessionRecord, SessionToken};
 use crate::{Latchkey, RequestMeta};
@@ -57,15 +57,13 @@ pub enum PasskeyError {
 
 impl IntoResponse for PasskeyError {
     fn into_response(self) -> Response {
+        if let PasskeyError::Unavailable(e) = self {
+            return e.into_response();
+        }
         let status = match &self {
             PasskeyError::Refused(_) => StatusCode::BAD_REQUEST,
             PasskeyError::NotFound | PasskeyError::Off => StatusCode::NOT_FOUND,
-            PasskeyError::Unavailable(_) => {
-                let PasskeyError::Unavailable(e) = self else {
-                    unreachable!()
-                };
-                return e.into_response();
-            }
+            PasskeyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         detail(status, &self.to_string())
     }
@@ -476,13 +474,7 @@ impl Latchkey {
             .clear_account(&crate::auth::throttle_name(&account.username), &meta.ip)
             .await
             .map_err(Error::from)?;
-        if let Some(previous) = self.cookies().token(headers) {
-            self.store()
-                .delete(&previous.hash())
-                .await
-                .map_err(Error::from)?;
-        }
-        let done = self.issue_for(&account, meta).await?;
+        let done = self.replace_session(headers, &account, meta).await?;
         tracing::info!(target: "latchkey::audit", event = "login", method = "passkey", username = clip(&account.username), ip = %meta.ip, session = %done.record.id, passkey = %record.id);
         Ok(done)
     }

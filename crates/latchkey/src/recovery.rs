@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::clip;
 use crate::authenticator::{Refusal, Who};
 use crate::client::RequestMeta;
-use crate::error::{detail, Error, LoginError, PasswordChangeError};
+use crate::error::{backend, detail, Error, LoginError, PasswordChangeError};
 use crate::mail::{Mail, Mailer, Notice};
 use crate::session::{SessionRecord, SessionToken};
 use crate::store::{StoreError, TicketStore};
@@ -76,6 +76,9 @@ impl From<StoreError> for RecoveryError {
 
 impl IntoResponse for RecoveryError {
     fn into_response(self) -> Response {
+        if let RecoveryError::Unavailable(e) = self {
+            return e.into_response();
+        }
         let status = match &self {
             RecoveryError::InvalidLink => StatusCode::BAD_REQUEST,
             RecoveryError::Rejected(_) | RecoveryError::BadEmail => {
@@ -89,12 +92,7 @@ impl IntoResponse for RecoveryError {
                 }
                 .into_response()
             }
-            RecoveryError::Unavailable(_) => {
-                let RecoveryError::Unavailable(e) = self else {
-                    unreachable!()
-                };
-                return e.into_response();
-            }
+            RecoveryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         detail(status, &self.to_string())
     }
@@ -299,10 +297,7 @@ impl Latchkey {
 
     async fn send_reset(&self, email: &str, ip: &str) -> Result<(), RecoveryError> {
         let users = self.users_for_recovery()?;
-        let found = users
-            .by_email(email)
-            .await
-            .map_err(|e| Error::Backend(e.to_string()))?;
+        let found = users.by_email(email).await.map_err(backend)?;
         let Some(account) = found else {
             tracing::info!(target: "latchkey::audit", event = "reset_requested_unknown", ip = %ip);
             return Ok(());
@@ -332,10 +327,7 @@ impl Latchkey {
                 valid_for: ttl,
             },
         };
-        self.mailer()?
-            .send(mail)
-            .await
-            .map_err(|e| Error::Backend(e.to_string()))?;
+        self.mailer()?.send(mail).await.map_err(backend)?;
         Ok(())
     }
 
@@ -360,7 +352,7 @@ impl Latchkey {
         self.users_for_recovery()?
             .by_id(user_id)
             .await
-            .map_err(|e| Error::Backend(e.to_string()))
+            .map_err(backend)
     }
 
     /// The user a reset link is for, if it still works (without using it).
@@ -423,7 +415,6 @@ impl Latchkey {
         if taken.is_none() || !still {
             return Err(RecoveryError::InvalidLink);
         }
-        let backend = |e: crate::user::BackendError| Error::Backend(e.to_string());
         users
             .change_hash(&account.id, &hash)
             .await
@@ -468,7 +459,6 @@ impl Latchkey {
         let mailer = self.mailer()?.clone();
         let email = normalize_email(email).ok_or(RecoveryError::BadEmail)?;
         let users = self.users_for_recovery()?;
-        let backend = |e: crate::user::BackendError| Error::Backend(e.to_string());
         let account = self
             .account(&session.user_id)
             .await?
@@ -544,7 +534,7 @@ impl Latchkey {
         let set = users
             .set_email(&ticket.user, Some(&email), true)
             .await
-            .map_err(|e| Error::Backend(e.to_string()))?;
+            .map_err(backend)?;
         self.forget_user(&ticket.user);
         if !set {
             return Err(RecoveryError::EmailTaken);

@@ -98,23 +98,8 @@ impl Queue {
     /// start-up: a database down at start-up delays mail, not the server.
     async fn table(&self) -> Result<&AnyPool, sqlx::Error> {
         self.ready
-            .get_or_try_init(|| async {
-                // SQLite refuses a second writer's lock upgrade at once
-                // ("database is locked"), whatever the busy timeout: retry.
-                let mut tries = 0;
-                loop {
-                    match self.create_table().await {
-                        Err(e)
-                            if !self.postgres
-                                && tries < 10
-                                && e.to_string().contains("database is locked") =>
-                        {
-                            tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
-                        }
-                        done => return done,
-                    }
-                }
+            .get_or_try_init(|| {
+                crate::users::retry_if_locked(self.postgres, || self.create_table())
             })
             .await?;
         Ok(&self.pool)

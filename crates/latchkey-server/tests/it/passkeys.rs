@@ -66,6 +66,16 @@ async fn register(
     }
 }
 
+/// The right password of a user with a passkey: the pending sign-in's
+/// cookie pair and the 202's body.
+async fn pending_sign_in(s: &TestApp, user: &str) -> (String, serde_json::Value) {
+    let res = sign_in(s, user, PASSWORD).await;
+    assert_eq!(res.status(), 202);
+    let name = format!("{}-mfa", s.cookie_name());
+    let pending = format!("{name}={}", token_of(&set_cookie(&res, &name).unwrap()));
+    (pending, res.json().await.unwrap())
+}
+
 /// `/webauthn/login/start` with `cookie`: the options and the ceremony cookie.
 async fn login_start(s: &TestApp, cookie: &str) -> (RequestChallengeResponse, String) {
     let res = post(s, "/webauthn/login/start", cookie, json!({})).await;
@@ -235,11 +245,7 @@ async fn a_passkey_is_a_second_factor_after_the_password() {
     let mut k = key();
     let reg = register(&s, &cookie, &mut k, "Key").await;
 
-    let res = sign_in(&s, "alice", PASSWORD).await;
-    assert_eq!(res.status(), 202);
-    let name = format!("{}-mfa", s.cookie_name());
-    let pending = format!("{name}={}", token_of(&set_cookie(&res, &name).unwrap()));
-    let body: serde_json::Value = res.json().await.unwrap();
+    let (pending, body) = pending_sign_in(&s, "alice").await;
     assert_eq!(body["methods"], json!(["webauthn"]));
 
     // The pending sign-in's passkey ceremony names the user's credentials.
@@ -305,10 +311,7 @@ async fn a_passkey_does_not_complete_a_sign_in_begun_before_a_password_change() 
     let cookie = login(&s, "alice", PASSWORD).await;
     let mut k = key();
     let reg = register(&s, &cookie, &mut k, "Key").await;
-    let res = sign_in(&s, "alice", PASSWORD).await;
-    assert_eq!(res.status(), 202);
-    let name = format!("{}-mfa", s.cookie_name());
-    let pending = format!("{name}={}", token_of(&set_cookie(&res, &name).unwrap()));
+    let (pending, _) = pending_sign_in(&s, "alice").await;
     let (rcr, ceremony) = login_start(&s, &pending).await;
     let out = s.cli(
         &["set-password", "alice", "--password-stdin"],

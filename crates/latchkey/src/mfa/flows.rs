@@ -8,9 +8,8 @@ use secrecy::ExposeSecret;
 
 use super::{codes, totp, FactorStore, FactorSummary, RECOVERY_CODES};
 use crate::auth::clip;
-use crate::error::{detail, Error, PasswordChangeError};
+use crate::error::{backend, detail, Error, PasswordChangeError};
 use crate::session::SessionRecord;
-use crate::user::BackendError;
 use crate::{Latchkey, RequestMeta};
 
 /// Why a factor change was refused.
@@ -32,16 +31,14 @@ pub enum MfaError {
 
 impl IntoResponse for MfaError {
     fn into_response(self) -> Response {
+        if let MfaError::Unavailable(e) = self {
+            return e.into_response();
+        }
         let status = match &self {
             MfaError::WrongCode => StatusCode::FORBIDDEN,
             MfaError::NotEnrolled => StatusCode::CONFLICT,
             MfaError::Off => StatusCode::NOT_FOUND,
-            MfaError::Unavailable(_) => {
-                let MfaError::Unavailable(e) = self else {
-                    unreachable!()
-                };
-                return e.into_response();
-            }
+            MfaError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         detail(status, &self.to_string())
     }
@@ -55,10 +52,6 @@ pub struct TotpSetup {
     pub secret: String,
     /// `otpauth://totp/ISSUER:NAME?secret=...&issuer=ISSUER`.
     pub otpauth_url: String,
-}
-
-pub(crate) fn backend(e: BackendError) -> Error {
-    Error::Backend(e.to_string())
 }
 
 /// Which second factor a code is.

@@ -127,7 +127,7 @@ impl Latchkey {
         let account = users
             .by_id(&user_id)
             .await
-            .map_err(super::flows::backend)?
+            .map_err(crate::error::backend)?
             .ok_or(LoginError::InvalidCredentials)?;
         let (tries, left) = self
             .store()
@@ -158,13 +158,7 @@ impl Latchkey {
             return Err(LoginError::InvalidCredentials);
         }
         throttle.succeeded(attempt).await.map_err(Error::from)?;
-        if let Some(previous) = self.cookies().token(headers) {
-            self.store()
-                .delete(&previous.hash())
-                .await
-                .map_err(Error::from)?;
-        }
-        let done = self.issue_for(&account, meta).await?;
+        let done = self.replace_session(headers, &account, meta).await?;
         tracing::info!(target: "latchkey::audit", event = "login", method = ?kind, username = clip(&account.username), ip = %meta.ip, session = %done.record.id);
         Ok(done)
     }
