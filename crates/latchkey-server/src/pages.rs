@@ -20,7 +20,7 @@ impl Nav {
     pub fn of(user: &CurrentUser) -> Option<Nav> {
         Some(Nav {
             username: user.username().to_owned(),
-            csrf: user.csrf_token().to_owned(),
+            csrf: user.csrf_token(),
             is_admin: user.role() == "admin",
         })
     }

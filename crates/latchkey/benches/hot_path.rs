@@ -30,7 +30,7 @@ use axum::routing::get;
 use axum::Router;
 use divan::{black_box, Bencher};
 use latchkey::store::{MemoryStore, SessionStore, SqliteStore, Store};
-use latchkey::{CurrentUser, Latchkey, SessionRecord, SessionToken};
+use latchkey::{CsrfSecret, CurrentUser, Latchkey, SessionId, SessionRecord, SessionToken};
 use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 
@@ -63,7 +63,7 @@ fn record(token: &SessionToken) -> SessionRecord {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     SessionRecord {
-        id: "0123456789abcdef0123456789abcdef".into(),
+        id: SessionId::generate(),
         token_hash: Some(token.hash()),
         user_id: "4f1c2b7a9e3d5c8b1a2f4e6d8c0b2a4f".into(),
         username: "bench".into(),
@@ -74,8 +74,8 @@ fn record(token: &SessionToken) -> SessionRecord {
         user_agent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
                      Chrome/124.0.0.0 Safari/537.36"
             .into(),
-        ip: "198.51.100.7".into(),
-        csrf_secret: "c".repeat(43),
+        ip: Some(std::net::Ipv4Addr::new(198, 51, 100, 7).into()),
+        csrf_secret: CsrfSecret::generate(),
         user_version: 0,
         data: None,
     }

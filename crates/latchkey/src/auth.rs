@@ -13,7 +13,9 @@ use crate::cookie::CookieConfig;
 use crate::csrf::RejectFn;
 use crate::error::{Error, LoginError, PasswordChangeError};
 use crate::password::{HashParams, PasswordHasher, PasswordPolicy};
-use crate::session::{now_ms, random_bytes, SessionRecord, SessionToken, Timeouts, TokenHash};
+use crate::session::{
+    now_ms, CsrfSecret, SessionId, SessionRecord, SessionToken, Timeouts, TokenHash,
+};
 use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::throttle::{Throttle, ThrottleConfig};
@@ -417,7 +419,7 @@ impl Latchkey {
         }
         // The store missed a role change (or has not seen it yet).
         let mut current = (*record).clone();
-        current.role = user.role.to_string();
+        current.role = user.role.clone();
         Ok(Verdict::Keep(Arc::new(current)))
     }
 
@@ -436,17 +438,17 @@ impl Latchkey {
         let token = SessionToken::generate();
         let now = now_ms();
         let record = SessionRecord {
-            id: hex::encode(random_bytes::<16>()),
+            id: SessionId::generate(),
             token_hash: Some(token.hash()),
-            user_id,
-            username,
-            role,
+            user_id: user_id.into(),
+            username: username.into(),
+            role: role.into(),
             created_at: now,
             last_seen_at: now,
             expires_at: self.0.config.timeouts.expires_at(now, now),
-            user_agent: meta.user_agent.clone(),
-            ip: meta.ip.clone(),
-            csrf_secret: SessionToken::generate().as_str().to_owned(),
+            user_agent: meta.user_agent.as_str().into(),
+            ip: meta.ip.parse().ok(),
+            csrf_secret: CsrfSecret::generate(),
             user_version,
             data: None,
         };
@@ -649,7 +651,7 @@ impl Latchkey {
             .await;
         let (token, mut record) =
             self.new_record(user.id, user.username, user.role, user.version, meta);
-        record.id = current.id.clone();
+        record.id = current.id;
         record.created_at = current.created_at;
         record.expires_at = self
             .0
@@ -671,7 +673,7 @@ impl Latchkey {
         user: Option<&crate::CurrentUser>,
     ) -> (String, Option<HeaderValue>) {
         if let Some(user) = user {
-            return (user.csrf_token().to_owned(), None);
+            return (user.csrf_token(), None);
         }
         let cookies = &self.0.cookies;
         let existing = cookies

@@ -87,11 +87,6 @@ fn from_cookie_domain(domain: &str, secure: bool, headers: &HeaderMap) -> bool {
             .is_some_and(|h| crate::redirect::within(h, domain))
 }
 
-/// Form token for a signed-in session.
-pub(crate) fn session_token(record: &SessionRecord) -> &str {
-    &record.csrf_secret
-}
-
 /// Form token bound to a pre-session cookie value by the server key.
 pub(crate) fn pre_session_token(key: &[u8], cookie_value: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
@@ -116,7 +111,7 @@ pub(crate) fn form_token_valid(
     pre_session_cookie: Option<&str>,
 ) -> bool {
     match session {
-        Some(s) => secrets_equal(submitted, session_token(s)),
+        Some(s) => s.csrf_secret.matches(submitted),
         None => pre_session_cookie
             .filter(|c| !c.is_empty())
             .is_some_and(|c| secrets_equal(submitted, &pre_session_token(key, c))),

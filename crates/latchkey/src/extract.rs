@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use crate::error::{detail, Error};
 use std::sync::Arc;
 
-use crate::session::{SessionRecord, TokenHash};
+use crate::session::{SessionId, SessionRecord, TokenHash};
 use crate::Latchkey;
 
 /// The signed-in user of this request.
@@ -35,12 +35,12 @@ impl CurrentUser {
         &self.record.role
     }
     /// The session's public handle.
-    pub fn session_id(&self) -> &str {
-        &self.record.id
+    pub fn session_id(&self) -> SessionId {
+        self.record.id
     }
     /// The token HTML forms of this session must carry.
-    pub fn csrf_token(&self) -> &str {
-        crate::csrf::session_token(&self.record)
+    pub fn csrf_token(&self) -> String {
+        self.record.csrf_secret.form_token()
     }
     /// The whole session record.
     pub fn session(&self) -> &SessionRecord {

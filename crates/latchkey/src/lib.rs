@@ -117,7 +117,7 @@ pub use error::{Error, LoginError};
 pub use extract::{Admin, CurrentUser, MaybeUser, Recent, RequireRole, Role, SignedInUser, User};
 pub use layer::{LatchkeyFuture, LatchkeyLayer, LatchkeyService};
 pub use request_auth::{Auth, Credentials, SignedOut};
-pub use session::{SessionRecord, SessionToken, Timeouts};
+pub use session::{CsrfSecret, SessionId, SessionRecord, SessionToken, Timeouts};
 pub use sessions::{Sessions, MAX_SESSION_DATA};
 pub use user::{AuthUser, UserBackend};
 

@@ -237,7 +237,7 @@ impl Latchkey {
         let id = crate::session::b64url(passkey.cred_id().as_ref());
         let record = PasskeyRecord {
             id: id.clone(),
-            user_id: session.user_id.clone(),
+            user_id: session.user_id.to_string(),
             name,
             data: serde_json::to_string(&passkey).expect("a passkey serialises"),
             created_at: now_ms(),

@@ -1,5 +1,7 @@
 //! Session tokens, the record a store keeps, and the idle/absolute timeout rules.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
@@ -97,20 +99,132 @@ impl TokenHash {
     }
 }
 
+/// A session's public handle: 128 random bits, written as 32 lower-case
+/// hex digits. Safe to show (session lists, audit logs), useless as a
+/// cookie. Kept as raw bytes: 16 bytes in a record, not a 32-byte string
+/// on the heap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub [u8; 16]);
+
+impl SessionId {
+    /// A new random handle.
+    pub fn generate() -> Self {
+        Self(random_bytes())
+    }
+
+    /// Parses the 32 hex digits [`Display`](std::fmt::Display) writes;
+    /// anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 32];
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| std::fmt::Error)?;
+        // Hex digits are ASCII.
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+impl Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&s).ok_or_else(|| serde::de::Error::custom("a session id is 32 hex digits"))
+    }
+}
+
+/// The per-session secret behind the HTML forms' CSRF token: 256 random
+/// bits, kept raw. The form token is its unpadded base64url text
+/// ([`CsrfSecret::form_token`]), which is also how stores keep it.
+///
+/// Its `Debug` form is redacted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CsrfSecret(pub [u8; 32]);
+
+impl CsrfSecret {
+    /// A new random secret.
+    pub fn generate() -> Self {
+        Self(random_bytes())
+    }
+
+    /// The token forms carry: 43 characters of unpadded base64url.
+    pub fn form_token(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// Parses what [`CsrfSecret::form_token`] wrote (canonical encodings
+    /// only); anything else is `None`.
+    pub fn from_form_token(token: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        // A 43-character token is exactly 32 bytes; `decode_slice` refuses
+        // longer input by the buffer's size.
+        (token.len() == TOKEN_LEN).then_some(())?;
+        let n = URL_SAFE_NO_PAD.decode_slice(token, &mut out).ok()?;
+        (n == 32).then_some(Self(out))
+    }
+
+    /// Whether `token` is this secret's form token, in constant time.
+    pub fn matches(&self, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        Self::from_form_token(token).is_some_and(|t| bool::from(t.0.ct_eq(&self.0)))
+    }
+}
+
+impl std::fmt::Debug for CsrfSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CsrfSecret(<redacted>)")
+    }
+}
+
+impl Serialize for CsrfSecret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.form_token())
+    }
+}
+
+impl<'de> Deserialize<'de> for CsrfSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_form_token(&s)
+            .ok_or_else(|| serde::de::Error::custom("a CSRF secret is 43 base64url characters"))
+    }
+}
+
 /// One signed-in session as a store keeps it.
+///
+/// Compact by design (a memory store keeps one per live session): ids and
+/// secrets are raw bytes, the address is parsed, and the strings are shared
+/// [`Arc<str>`]s, so sessions of one user, and the few distinct roles and
+/// user agents, can share one copy (the memory store does).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
-    /// Public handle (128 random bits, hex): safe to show, useless as a cookie.
-    pub id: String,
+    /// Public handle: safe to show, useless as a cookie.
+    pub id: SessionId,
     /// Store key; never the token itself.
     #[serde(skip)]
     pub token_hash: Option<TokenHash>,
     /// The user's id in the [`UserBackend`](crate::UserBackend).
-    pub user_id: String,
+    pub user_id: Arc<str>,
     /// The user's name at sign-in.
-    pub username: String,
+    pub username: Arc<str>,
     /// The user's role; stores update it in place on a role change.
-    pub role: String,
+    pub role: Arc<str>,
     /// Sign-in time, ms since the epoch.
     pub created_at: i64,
     /// Last recorded activity, ms since the epoch (refreshed at most every
@@ -119,11 +233,11 @@ pub struct SessionRecord {
     /// When the session ends unless refreshed, ms since the epoch.
     pub expires_at: i64,
     /// `User-Agent` at sign-in (truncated).
-    pub user_agent: String,
-    /// Client address at sign-in.
-    pub ip: String,
+    pub user_agent: Arc<str>,
+    /// Client address at sign-in; `None` when the server did not see one.
+    pub ip: Option<IpAddr>,
     /// Per-session secret behind the HTML forms' CSRF token.
-    pub csrf_secret: String,
+    pub csrf_secret: CsrfSecret,
     /// The user's [`session_version`](crate::AuthUser::session_version)
     /// when this session was issued; a different current one ends it.
     #[serde(default)]
@@ -132,10 +246,15 @@ pub struct SessionRecord {
     /// [`Auth::set_data`](crate::Auth::set_data) and
     /// [`CurrentUser::data`](crate::CurrentUser::data)); `None` until set.
     #[serde(default)]
-    pub data: Option<String>,
+    pub data: Option<Arc<str>>,
 }
 
 impl SessionRecord {
+    /// The client address as text, `""` when unknown (how stores keep it).
+    pub fn ip_text(&self) -> String {
+        self.ip.map(|ip| ip.to_string()).unwrap_or_default()
+    }
+
     /// The store key. Panics only on a record built without one, which no
     /// store returns.
     pub fn key(&self) -> TokenHash {
@@ -230,6 +349,48 @@ mod tests {
         let h = SessionToken::generate().hash();
         assert_eq!(TokenHash::from_hex(&h.to_hex()), Some(h));
         assert_eq!(TokenHash::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn session_ids_are_hex_both_ways() {
+        let id = SessionId::generate();
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(SessionId::parse(&text), Some(id));
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{text}\""));
+        for bad in ["", "zz", &text[..31], &format!("{text}0")] {
+            assert_eq!(SessionId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn csrf_secrets_match_only_their_own_canonical_token() {
+        let s = CsrfSecret::generate();
+        let token = s.form_token();
+        assert_eq!(token.len(), TOKEN_LEN);
+        assert!(s.matches(&token));
+        assert!(!CsrfSecret::generate().matches(&token));
+        // Same length, one character off; padded; truncated; non-canonical
+        // trailing bits (the 43rd character carries 2 unused bits).
+        let mut off = token.clone().into_bytes();
+        off[0] = if off[0] == b'A' { b'B' } else { b'A' };
+        let last = token.as_bytes()[42];
+        let alt = if last == b'B' { 'C' } else { 'B' };
+        for bad in [
+            String::from_utf8(off).unwrap(),
+            format!("{token}="),
+            token[..42].to_owned(),
+            format!("{}{alt}", &token[..42]),
+        ] {
+            if CsrfSecret::from_form_token(&bad) == Some(s) {
+                panic!("{bad:?} decodes to the secret");
+            }
+            assert!(!s.matches(&bad), "{bad:?}");
+        }
+        assert!(!format!("{s:?}").contains(&token));
     }
 
     #[test]

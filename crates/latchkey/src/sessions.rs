@@ -84,7 +84,7 @@ impl Sessions {
             }
         }
         let mut record = session.clone();
-        record.data = data;
+        record.data = data.map(Into::into);
         Ok(self.store.update(&record).await?)
     }
 
@@ -111,11 +111,15 @@ impl Sessions {
     /// Ends the session with public handle `id` if it belongs to `user_id`;
     /// `false` when there is no such session of theirs.
     pub async fn end(&self, user_id: &str, id: &str) -> Result<bool, Error> {
+        use subtle::ConstantTimeEq;
+        let Some(id) = crate::session::SessionId::parse(id) else {
+            return Ok(false);
+        };
         let found = self
             .of_user(user_id)
             .await?
             .into_iter()
-            .find(|r| crate::csrf::secrets_equal(&r.id, id));
+            .find(|r| bool::from(r.id.0.ct_eq(&id.0)));
         let Some(record) = found else {
             return Ok(false);
         };

@@ -16,7 +16,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use latchkey::session::{SessionRecord, SessionToken};
+use latchkey::session::{CsrfSecret, SessionId, SessionRecord, SessionToken};
 use latchkey::store::{MemoryStore, SessionStore};
 
 /// The system allocator, counting the bytes live at any moment.
@@ -78,26 +78,23 @@ const USER_AGENTS: [&str; 3] = [
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
 ];
 
-fn hex128() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
 /// One session as `Latchkey::login` makes it.
 fn record(i: usize, per_user: usize, now: i64) -> SessionRecord {
     let user = i / per_user;
     SessionRecord {
-        id: hex128(),
+        id: SessionId::generate(),
         token_hash: Some(SessionToken::generate().hash()),
         // User ids are 32 hex characters, as the server's user table makes them.
-        user_id: format!("{user:032x}"),
-        username: format!("user{user}"),
-        role: "user".to_owned(),
+        user_id: format!("{user:032x}").into(),
+        username: format!("user{user}").into(),
+        role: "user".into(),
         created_at: now,
         last_seen_at: now,
         expires_at: now + 30 * 60 * 1000,
-        user_agent: USER_AGENTS[i % USER_AGENTS.len()].to_owned(),
-        ip: format!("198.51.{}.{}", (i >> 8) & 255, i & 255),
-        csrf_secret: SessionToken::generate().as_str().to_owned(),
+        // Each sign-in brings its own copy, as from a request's header.
+        user_agent: USER_AGENTS[i % USER_AGENTS.len()].into(),
+        ip: Some(std::net::Ipv4Addr::new(198, 51, (i >> 8) as u8, i as u8).into()),
+        csrf_secret: CsrfSecret::generate(),
         user_version: 0,
         data: None,
     }

@@ -135,7 +135,7 @@ impl SessionCache {
     #[cfg(any(feature = "postgres", feature = "redis"))]
     pub(super) fn evict_user(&self, user_id: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.retain(|_, r| r.user_id != user_id);
+        self.entries.retain(|_, r| &*r.user_id != user_id);
     }
 
     /// Drops everything.

@@ -5,11 +5,17 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 
 use super::{CounterStore, SessionStore, StoreError};
 use crate::session::{ms, now_ms, SessionRecord, TokenHash};
 
 /// Sessions and counters in a process-local map.
+///
+/// A session costs under 400 bytes here (`bench/scale.sh` measures it):
+/// the record is compact (see [`SessionRecord`]), the table holds one
+/// pointer per session, and the strings a user's sessions share (user id,
+/// name) or that many sessions share (role, user agent) are kept once.
 #[derive(Default)]
 pub struct MemoryStore {
     sessions: RwLock<Sessions>,
@@ -20,27 +26,124 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Sessions {
-    by_key: HashMap<TokenHash, Arc<SessionRecord>>,
-    by_user: HashMap<String, HashSet<TokenHash>>,
+    /// The records, hashed by their key's first 8 bytes: a key is SHA-256
+    /// of a token we generated, uniform already, so a keyed hasher would
+    /// add work and no safety (a hostile cookie can only miss).
+    by_key: HashTable<Arc<SessionRecord>>,
+    /// Each user's sessions; the key is the one copy of the user id that
+    /// the user's records share.
+    by_user: hashbrown::HashMap<Arc<str>, UserSessions, std::hash::RandomState>,
+    /// Roles and user agents, one copy each; unused ones go at the sweep.
+    strings: HashSet<Arc<str>>,
+}
+
+struct UserSessions {
+    /// The name the user's sessions share (a rename mid-way gives the
+    /// newer sessions their own copy).
+    username: Arc<str>,
+    /// The [`slot`]s of the user's keys (8 bytes each, not 32: the
+    /// records found there hold the rest), exactly sized: most users have
+    /// one or two sessions.
+    slots: Box<[u64]>,
+}
+
+/// Where a key's record sits in `by_key` (see there).
+fn slot(key: &TokenHash) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&key.0[..8]);
+    u64::from_le_bytes(first)
+}
+
+fn slot_of(record: &Arc<SessionRecord>) -> u64 {
+    slot(&record.key())
 }
 
 impl Sessions {
-    fn remove(&mut self, key: &TokenHash) {
-        if let Some(rec) = self.by_key.remove(key) {
-            if let Some(keys) = self.by_user.get_mut(&rec.user_id) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    self.by_user.remove(&rec.user_id);
+    fn get(&self, key: &TokenHash) -> Option<&Arc<SessionRecord>> {
+        self.by_key.find(slot(key), |r| r.token_hash == Some(*key))
+    }
+
+    fn get_mut(&mut self, key: &TokenHash) -> Option<&mut Arc<SessionRecord>> {
+        self.by_key
+            .find_mut(slot(key), |r| r.token_hash == Some(*key))
+    }
+
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        match self.strings.get(&**s) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.strings.insert(s.clone());
+                s.clone()
+            }
+        }
+    }
+
+    fn insert(&mut self, record: &SessionRecord) {
+        let key = record.key();
+        self.remove(&key);
+        let mut rec = record.clone();
+        rec.role = self.intern(&record.role);
+        rec.user_agent = self.intern(&record.user_agent);
+        match self.by_user.get_key_value_mut(&*record.user_id) {
+            Some((user_id, user)) => {
+                rec.user_id = user_id.clone();
+                if user.username == record.username {
+                    rec.username = user.username.clone();
                 }
+                let mut slots = std::mem::take(&mut user.slots).into_vec();
+                slots.push(slot(&key));
+                user.slots = slots.into_boxed_slice();
+            }
+            None => {
+                let user = UserSessions {
+                    username: record.username.clone(),
+                    slots: Box::new([slot(&key)]),
+                };
+                self.by_user.insert(record.user_id.clone(), user);
+            }
+        }
+        self.by_key
+            .insert_unique(slot(&key), Arc::new(rec), slot_of);
+    }
+
+    fn remove(&mut self, key: &TokenHash) {
+        let Ok(entry) = self
+            .by_key
+            .find_entry(slot(key), |r| r.token_hash == Some(*key))
+        else {
+            return;
+        };
+        let (rec, _) = entry.remove();
+        if let Some(user) = self.by_user.get_mut(&*rec.user_id) {
+            if user.slots.len() <= 1 {
+                self.by_user.remove(&*rec.user_id);
+            } else {
+                // One occurrence: two keys of one user may share a slot.
+                let mut slots = std::mem::take(&mut user.slots).into_vec();
+                if let Some(i) = slots.iter().position(|s| *s == slot(key)) {
+                    slots.swap_remove(i);
+                }
+                user.slots = slots.into_boxed_slice();
             }
         }
     }
 
     fn user_keys(&self, user_id: &str) -> Vec<TokenHash> {
-        self.by_user
-            .get(user_id)
-            .map(|k| k.iter().copied().collect())
-            .unwrap_or_default()
+        let Some(user) = self.by_user.get(user_id) else {
+            return Vec::new();
+        };
+        let mut slots = user.slots.to_vec();
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+            .into_iter()
+            .flat_map(|s| {
+                self.by_key
+                    .iter_hash(s)
+                    .filter(move |r| slot_of(r) == s && &*r.user_id == user_id)
+                    .map(|r| r.key())
+            })
+            .collect()
     }
 }
 
@@ -67,18 +170,12 @@ macro_rules! read {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn create(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        let mut s = write!(self.sessions);
-        let key = record.key();
-        s.by_user
-            .entry(record.user_id.clone())
-            .or_default()
-            .insert(key);
-        s.by_key.insert(key, Arc::new(record.clone()));
+        write!(self.sessions).insert(record);
         Ok(())
     }
 
     async fn load(&self, key: &TokenHash) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        Ok(read!(self.sessions).by_key.get(key).cloned())
+        Ok(read!(self.sessions).get(key).cloned())
     }
 
     async fn touch(
@@ -87,7 +184,7 @@ impl SessionStore for MemoryStore {
         last_seen_at: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        if let Some(r) = write!(self.sessions).by_key.get_mut(key) {
+        if let Some(r) = write!(self.sessions).get_mut(key) {
             let r = Arc::make_mut(r);
             r.last_seen_at = last_seen_at;
             r.expires_at = expires_at;
@@ -96,7 +193,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn update(&self, record: &SessionRecord) -> Result<bool, StoreError> {
-        Ok(match write!(self.sessions).by_key.get_mut(&record.key()) {
+        Ok(match write!(self.sessions).get_mut(&record.key()) {
             Some(r) => {
                 Arc::make_mut(r).data.clone_from(&record.data);
                 true
@@ -115,7 +212,7 @@ impl SessionStore for MemoryStore {
         let mut out: Vec<SessionRecord> = s
             .user_keys(user_id)
             .iter()
-            .filter_map(|k| s.by_key.get(k).map(|r| SessionRecord::clone(r)))
+            .filter_map(|k| s.get(k).map(|r| SessionRecord::clone(r)))
             .collect();
         out.sort_by_key(|r| r.created_at);
         Ok(out)
@@ -139,9 +236,10 @@ impl SessionStore for MemoryStore {
 
     async fn set_role(&self, user_id: &str, role: &str) -> Result<(), StoreError> {
         let mut s = write!(self.sessions);
+        let role = s.intern(&Arc::from(role));
         for key in s.user_keys(user_id) {
-            if let Some(r) = s.by_key.get_mut(&key) {
-                Arc::make_mut(r).role = role.to_owned();
+            if let Some(r) = s.get_mut(&key) {
+                Arc::make_mut(r).role = role.clone();
             }
         }
         Ok(())
@@ -151,8 +249,8 @@ impl SessionStore for MemoryStore {
         let expired: Vec<TokenHash> = read!(self.sessions)
             .by_key
             .iter()
-            .filter(|(_, r)| r.expires_at < now)
-            .map(|(k, _)| *k)
+            .filter(|r| r.expires_at < now)
+            .map(|r| r.key())
             .collect();
         // Small write-lock slices so a big sweep never stalls requests.
         for chunk in expired.chunks(1000) {
@@ -161,6 +259,10 @@ impl SessionStore for MemoryStore {
                 s.remove(k);
             }
         }
+        // Roles and user agents no session holds any more.
+        write!(self.sessions)
+            .strings
+            .retain(|s| Arc::strong_count(s) > 1);
         write!(self.counters).retain(|_, (_, exp)| *exp > now);
         write!(self.tickets).retain(|_, (_, exp)| *exp > now);
         Ok(expired.len() as u64)
@@ -239,5 +341,72 @@ impl super::TicketStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::store::suite::now;
+
     crate::store::suite::store_suite!(async { Some(super::MemoryStore::new()) });
+
+    /// A record of `user` whose key starts with `first` (the slot) and
+    /// ends with `last`.
+    fn keyed(user: &str, first: u8, last: u8) -> SessionRecord {
+        let mut key = [first; 32];
+        key[31] = last;
+        let (_, mut rec) = record(user);
+        rec.token_hash = Some(TokenHash(key));
+        rec
+    }
+
+    #[tokio::test]
+    async fn keys_sharing_a_slot_stay_apart() {
+        let s = MemoryStore::new();
+        let (a1, a2, b1) = (keyed("ann", 7, 1), keyed("ann", 7, 2), keyed("bob", 7, 3));
+        for r in [&a1, &a2, &b1] {
+            s.create(r).await.unwrap();
+        }
+        let ids = |v: Vec<SessionRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let mut ann = ids(s.list_user("ann").await.unwrap());
+        ann.sort_by_key(|id| id.0);
+        let mut want = vec![a1.id, a2.id];
+        want.sort_by_key(|id| id.0);
+        assert_eq!(ann, want);
+        assert_eq!(ids(s.list_user("bob").await.unwrap()), vec![b1.id]);
+
+        s.delete(&a1.key()).await.unwrap();
+        assert_eq!(ids(s.list_user("ann").await.unwrap()), vec![a2.id]);
+        assert!(s.load(&a2.key()).await.unwrap().is_some());
+        assert_eq!(s.delete_user("ann", None).await.unwrap(), 1);
+        assert!(s.load(&a2.key()).await.unwrap().is_none());
+        assert!(
+            s.load(&b1.key()).await.unwrap().is_some(),
+            "bob's session kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn shared_strings_are_kept_once_and_dropped_when_unused() {
+        let s = MemoryStore::new();
+        let (_, r1) = record("ann");
+        let (_, r2) = record("ann");
+        s.create(&r1).await.unwrap();
+        s.create(&r2).await.unwrap();
+        let (l1, l2) = (
+            s.load(&r1.key()).await.unwrap().unwrap(),
+            s.load(&r2.key()).await.unwrap().unwrap(),
+        );
+        // Each record arrived with its own copies; the store keeps one.
+        assert!(!Arc::ptr_eq(&r1.user_agent, &r2.user_agent));
+        for (a, b) in [
+            (&l1.user_id, &l2.user_id),
+            (&l1.username, &l2.username),
+            (&l1.role, &l2.role),
+            (&l1.user_agent, &l2.user_agent),
+        ] {
+            assert!(Arc::ptr_eq(a, b), "{a} is kept twice");
+        }
+        s.delete_user("ann", None).await.unwrap();
+        drop((l1, l2, r1, r2));
+        s.sweep(now()).await.unwrap();
+        assert!(read!(s.sessions).strings.is_empty());
+        assert!(read!(s.sessions).by_user.is_empty());
+    }
 }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, OnceCell};
 use super::bus::{Bus, Revoked, Transport};
 use super::cache::SessionCache;
 use super::{CounterStore, SessionStore, StoreError};
-use crate::session::{ms, SessionRecord, TokenHash};
+use crate::session::{ms, CsrfSecret, SessionId, SessionRecord, TokenHash};
 
 /// Sessions and counters in Redis.
 ///
@@ -270,21 +270,21 @@ fn split_prefix(url: &str) -> (String, String) {
 fn record_from_hash(key: TokenHash, mut h: HashMap<String, String>) -> Option<SessionRecord> {
     let mut take = |f: &str| h.remove(f);
     Some(SessionRecord {
-        id: take("id")?,
+        id: SessionId::parse(&take("id")?)?,
         token_hash: Some(key),
-        user_id: take("user_id")?,
-        username: take("username")?,
-        role: take("role")?,
+        user_id: take("user_id")?.into(),
+        username: take("username")?.into(),
+        role: take("role")?.into(),
         created_at: take("created_at")?.parse().ok()?,
         last_seen_at: take("last_seen_at")?.parse().ok()?,
         expires_at: take("expires_at")?.parse().ok()?,
-        user_agent: take("user_agent").unwrap_or_default(),
-        ip: take("ip").unwrap_or_default(),
-        csrf_secret: take("csrf_secret")?,
+        user_agent: take("user_agent").unwrap_or_default().into(),
+        ip: take("ip").and_then(|ip| ip.parse().ok()),
+        csrf_secret: CsrfSecret::from_form_token(&take("csrf_secret")?)?,
         user_version: take("user_version")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
-        data: take("data"),
+        data: take("data").map(Into::into),
     })
 }
 
@@ -295,19 +295,19 @@ impl SessionStore for RedisStore {
         let skey = self.session_key(&r.key());
         let ukey = self.user_key(&r.user_id);
         let fields = [
-            ("id", r.id.clone()),
-            ("user_id", r.user_id.clone()),
-            ("username", r.username.clone()),
-            ("role", r.role.clone()),
+            ("id", r.id.to_string()),
+            ("user_id", r.user_id.to_string()),
+            ("username", r.username.to_string()),
+            ("role", r.role.to_string()),
             ("created_at", r.created_at.to_string()),
             ("last_seen_at", r.last_seen_at.to_string()),
             ("expires_at", r.expires_at.to_string()),
-            ("user_agent", r.user_agent.clone()),
-            ("ip", r.ip.clone()),
-            ("csrf_secret", r.csrf_secret.clone()),
+            ("user_agent", r.user_agent.to_string()),
+            ("ip", r.ip_text()),
+            ("csrf_secret", r.csrf_secret.form_token()),
             ("user_version", r.user_version.to_string()),
         ];
-        let data = r.data.as_ref().map(|d| ("data", d.clone()));
+        let data = r.data.as_ref().map(|d| ("data", d.to_string()));
         let mut pipe = redis::pipe();
         pipe.atomic().hset_multiple(&skey, &fields).ignore();
         if let Some(data) = &data {

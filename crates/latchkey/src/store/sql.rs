@@ -7,9 +7,13 @@
 /// fixed 500-row batches and 5 ms rests a 1M-row SQLite sweep pushed GET p99
 /// to 7.8× (bench/scale.sh); 200-row batches resting 4× still gave 4.0×.
 pub(super) const SWEEP_BURST: std::time::Duration = std::time::Duration::from_millis(1);
-/// After each batch the sweep rests this many times as long as the batch
-/// took, so it uses at most a fifth of a core; a slower sweep costs nothing
-/// but time (expired sessions are refused at load anyway).
+/// After each batch a sweep on a pool connection (PostgreSQL) rests this
+/// many times as long as the batch took, so it uses at most a fifth of the
+/// database; a slower sweep costs nothing but time (expired sessions are
+/// refused at load anyway). SQLite's sweep runs at nice 19 instead and does
+/// not rest: the scheduler gives it only what requests leave, and a rest
+/// measured in wall time would stretch with every wait for the CPU (a
+/// 1M-row sweep under load crawled at ~100 rows/s).
 pub(super) const SWEEP_REST_FACTOR: u32 = 4;
 
 /// The columns a session is read from, named (not `*`): a prepared
@@ -29,20 +33,23 @@ macro_rules! sql_store_impl {
             let token_hash = <[u8; 32]>::try_from(hash.as_slice())
                 .map(crate::session::TokenHash)
                 .map_err(|_| sqlx::Error::Decode("token_hash is not 32 bytes".into()))?;
+            let text = |col: &str| row.try_get::<&str, _>(col);
             Ok(SessionRecord {
-                id: row.try_get("id")?,
+                id: crate::session::SessionId::parse(text("id")?)
+                    .ok_or_else(|| sqlx::Error::Decode("id is not 32 hex digits".into()))?,
                 token_hash: Some(token_hash),
-                user_id: row.try_get("user_id")?,
-                username: row.try_get("username")?,
-                role: row.try_get("role")?,
+                user_id: text("user_id")?.into(),
+                username: text("username")?.into(),
+                role: text("role")?.into(),
                 created_at: row.try_get("created_at")?,
                 last_seen_at: row.try_get("last_seen_at")?,
                 expires_at: row.try_get("expires_at")?,
-                user_agent: row.try_get("user_agent")?,
-                ip: row.try_get("ip")?,
-                csrf_secret: row.try_get("csrf_secret")?,
+                user_agent: text("user_agent")?.into(),
+                ip: text("ip")?.parse().ok(),
+                csrf_secret: crate::session::CsrfSecret::from_form_token(text("csrf_secret")?)
+                    .ok_or_else(|| sqlx::Error::Decode("csrf_secret is not a form token".into()))?,
                 user_version: row.try_get::<i64, _>("user_version")?.max(0) as u64,
-                data: row.try_get("data")?,
+                data: row.try_get::<Option<&str>, _>("data")?.map(Into::into),
             })
         }
 
@@ -72,18 +79,18 @@ macro_rules! sql_store_impl {
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                     )
                     .bind(r.key().0.to_vec())
-                    .bind(&r.id)
-                    .bind(&r.user_id)
-                    .bind(&r.username)
-                    .bind(&r.role)
+                    .bind(r.id.to_string())
+                    .bind(&*r.user_id)
+                    .bind(&*r.username)
+                    .bind(&*r.role)
                     .bind(r.created_at)
                     .bind(r.last_seen_at)
                     .bind(r.expires_at)
-                    .bind(&r.user_agent)
-                    .bind(&r.ip)
-                    .bind(&r.csrf_secret)
+                    .bind(&*r.user_agent)
+                    .bind(r.ip_text())
+                    .bind(r.csrf_secret.form_token())
                     .bind(r.user_version.min(i64::MAX as u64) as i64)
-                    .bind(&r.data)
+                    .bind(r.data.as_deref())
                     .execute(&self.pool().await?)
                     .await?;
                     Ok(())
@@ -130,10 +137,12 @@ macro_rules! sql_store_impl {
                 .await
             }
 
-            /// Deletes expired sessions in paced batches (see
-            /// [`SWEEP_BURST`](super::sql::SWEEP_BURST)), on `conn` when
-            /// given (SQLite's low-priority one), else each statement on a
-            /// pool connection, so none is held through the rests.
+            /// Deletes expired sessions in batches of about
+            /// [`SWEEP_BURST`](super::sql::SWEEP_BURST), on `conn` when
+            /// given (SQLite's low-priority one: no rests, see
+            /// [`SWEEP_REST_FACTOR`](super::sql::SWEEP_REST_FACTOR)), else
+            /// each statement on a pool connection, so none is held through
+            /// the rests.
             async fn db_sweep(&self, mut conn: Option<&mut $conn>, now: i64) -> Result<u64, StoreError> {
                 let mut total = 0;
                 let mut batch: i64 = 100;
@@ -164,8 +173,12 @@ macro_rules! sql_store_impl {
                     } else if took < super::sql::SWEEP_BURST / 2 {
                         batch = (batch * 2).min(2000);
                     }
-                    let rest = took * super::sql::SWEEP_REST_FACTOR;
-                    tokio::time::sleep(rest.max(std::time::Duration::from_millis(5))).await;
+                    if conn.is_some() {
+                        tokio::task::yield_now().await;
+                    } else {
+                        let rest = took * super::sql::SWEEP_REST_FACTOR;
+                        tokio::time::sleep(rest.max(std::time::Duration::from_millis(5))).await;
+                    }
                 }
                 for table in ["latchkey_counters", "latchkey_tickets"] {
                     self.run(async {

@@ -439,7 +439,7 @@ impl SqliteStore {
         self.run(async {
             let done = sqlx::query("UPDATE latchkey_sessions SET data = $2 WHERE token_hash = $1")
                 .bind(r.key().0.to_vec())
-                .bind(&r.data)
+                .bind(r.data.as_deref())
                 .execute(&self.pool().await?)
                 .await?;
             Ok(done.rows_affected() > 0)
@@ -772,7 +772,7 @@ mod tests {
         b.set_role("carol", "admin").await.unwrap();
         settle().await;
         assert_eq!(
-            a.load(&t2.hash()).await.unwrap().unwrap().role,
+            a.load(&t2.hash()).await.unwrap().unwrap().role.as_ref(),
             "admin",
             "role seen"
         );

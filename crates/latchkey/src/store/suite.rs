@@ -18,17 +18,17 @@ pub fn record(user: &str) -> (SessionToken, SessionRecord) {
     let token = SessionToken::generate();
     let now = now();
     let rec = SessionRecord {
-        id: hex::encode(crate::session::random_bytes::<16>()),
+        id: crate::session::SessionId::generate(),
         token_hash: Some(token.hash()),
         user_id: user.into(),
-        username: format!("name-{user}"),
+        username: format!("name-{user}").into(),
         role: "user".into(),
         created_at: now,
         last_seen_at: now,
         expires_at: now + 60_000,
         user_agent: "test-agent".into(),
-        ip: "127.0.0.1".into(),
-        csrf_secret: "c".repeat(43),
+        ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        csrf_secret: crate::session::CsrfSecret::generate(),
         user_version: 3,
         data: None,
     };
@@ -216,18 +216,24 @@ macro_rules! store_suite {
             for r in [&r1, &r2, &r3] {
                 s.create(r).await.unwrap();
             }
-            let ids: Vec<String> = s
+            let ids: Vec<$crate::session::SessionId> = s
                 .list_user("alice")
                 .await
                 .unwrap()
                 .into_iter()
                 .map(|r| r.id)
                 .collect();
-            assert_eq!(ids, vec![r1.id.clone(), r2.id.clone()]);
+            assert_eq!(ids, vec![r1.id, r2.id]);
 
             s.set_role("alice", "admin").await.unwrap();
-            assert_eq!(s.load(&a2.hash()).await.unwrap().unwrap().role, "admin");
-            assert_eq!(s.load(&b1.hash()).await.unwrap().unwrap().role, "user");
+            assert_eq!(
+                s.load(&a2.hash()).await.unwrap().unwrap().role.as_ref(),
+                "admin"
+            );
+            assert_eq!(
+                s.load(&b1.hash()).await.unwrap().unwrap().role.as_ref(),
+                "user"
+            );
 
             assert_eq!(s.delete_user("alice", Some(&a1.hash())).await.unwrap(), 1);
             assert!(s.load(&a1.hash()).await.unwrap().is_some());

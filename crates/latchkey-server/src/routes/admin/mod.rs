@@ -80,7 +80,7 @@ async fn page(
     }
     let page = AdminPage {
         nav: Nav::of(user),
-        csrf: user.csrf_token().to_owned(),
+        csrf: user.csrf_token(),
         username: user.username().to_owned(),
         users,
         error,

@@ -79,7 +79,7 @@ async fn page(
             passkeys_on,
             passkeys,
             nav: Nav::of(user),
-            csrf: user.csrf_token().to_owned(),
+            csrf: user.csrf_token(),
             totp: summary.totp,
             recovery_codes_left: summary.recovery_codes_left,
             setup: setup.map(|s| {

@@ -34,7 +34,7 @@ fn page(app: &AppState, user: &CurrentUser, status: StatusCode, error: Option<St
         status,
         PasswordPage {
             nav: Nav::of(user),
-            csrf: user.csrf_token().to_owned(),
+            csrf: user.csrf_token(),
             username: user.username().to_owned(),
             error,
             min_len: app.auth.policy().min_chars,

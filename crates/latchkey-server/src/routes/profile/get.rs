@@ -33,7 +33,7 @@ pub async fn get(
             email_verified,
             mail: app.auth.mail_enabled(),
             mfa: mfa.totp,
-            csrf: user.csrf_token().to_owned(),
+            csrf: user.csrf_token(),
         };
         return Ok(render(StatusCode::OK, page));
     }

@@ -27,7 +27,7 @@ fn page(
 ) -> Response {
     let page = ReauthPage {
         nav: Nav::of(user),
-        csrf: user.csrf_token().to_owned(),
+        csrf: user.csrf_token(),
         username: user.username().to_owned(),
         next,
         window: humantime::format_duration(app.auth.config().reauth_window()).to_string(),

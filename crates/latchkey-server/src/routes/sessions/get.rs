@@ -17,7 +17,7 @@ pub async fn list(
     user: CurrentUser,
 ) -> Result<Response, ApiError> {
     let sessions = app.auth.sessions().of_user(user.user_id()).await?;
-    let current = |id: &str| id == user.session_id();
+    let current = |id: &latchkey::SessionId| *id == user.session_id();
     if wants_html(&headers) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -25,10 +25,10 @@ pub async fn list(
         let mut rows: Vec<SessionRow> = sessions
             .iter()
             .map(|s| SessionRow {
-                id: s.id.clone(),
+                id: s.id.to_string(),
                 device: device(&s.user_agent),
-                user_agent: s.user_agent.clone(),
-                ip: s.ip.clone(),
+                user_agent: s.user_agent.to_string(),
+                ip: s.ip_text(),
                 started: when(s.created_at),
                 last_seen_ago: ago(s.last_seen_at, now),
                 last_seen: when(s.last_seen_at),
@@ -43,7 +43,7 @@ pub async fn list(
         });
         let page = SessionsPage {
             nav: Nav::of(&user),
-            csrf: user.csrf_token().to_owned(),
+            csrf: user.csrf_token(),
             sessions: rows,
         };
         return Ok(render(StatusCode::OK, page));
@@ -56,7 +56,7 @@ pub async fn list(
                 "created_at": rfc3339(s.created_at),
                 "last_seen_at": rfc3339(s.last_seen_at),
                 "user_agent": s.user_agent,
-                "ip": s.ip,
+                "ip": s.ip_text(),
                 "current": current(&s.id),
             })
         })

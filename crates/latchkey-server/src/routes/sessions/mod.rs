@@ -35,7 +35,8 @@ async fn end(
     id: &str,
     html: bool,
 ) -> Result<Option<bool>, ApiError> {
-    if id != user.session_id() && !app.auth.is_recent(user.session()).await? {
+    let this_one = latchkey::SessionId::parse(id) == Some(user.session_id());
+    if !this_one && !app.auth.is_recent(user.session()).await? {
         return Err(ApiError::Rejected(
             latchkey::extract::AuthRejection::ReauthRequired {
                 redirect: html.then(|| "/reauth?next=%2Fsessions".to_owned()),
@@ -46,7 +47,7 @@ async fn end(
         return Ok(None);
     }
     app.metrics.sessions_revoked.inc();
-    Ok(Some(id == user.session_id()))
+    Ok(Some(this_one))
 }
 
 /// Expires the session cookie and asks the browser to drop site cookies.
