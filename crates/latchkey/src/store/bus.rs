@@ -360,6 +360,7 @@ async fn listen(bus: Weak<Inner>, transport: Arc<dyn Transport>, mut stop: watch
 /// The pinging task.
 async fn ping(bus: Weak<Inner>, transport: Arc<dyn Transport>, mut stop: watch::Receiver<()>) {
     let mut seq = 0u64;
+    let mut was_serving = false;
     let mut every = tokio::time::interval(PING_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -368,6 +369,21 @@ async fn ping(bus: Weak<Inner>, transport: Arc<dyn Transport>, mut stop: watch::
             _ = stop.changed() => return,
         }
         let Some(b) = bus.upgrade() else { return };
+        // Every flip is logged: a cache that keeps going stale (an
+        // overloaded process or store) sends every read to the store.
+        let serving = b.serving();
+        if serving != was_serving {
+            if serving {
+                tracing::info!("session cache: hearing revocations; answering from the cache");
+            } else if b.hearing_since.load(Ordering::Acquire) != 0 {
+                let heard_ms = (b.micros() - b.fresh_as_of.load(Ordering::Acquire)) / 1000;
+                tracing::warn!(
+                    "session cache: own ping last heard {heard_ms} ms ago (over {} ms); reading from the store until it is heard",
+                    STALE_AFTER.as_millis()
+                );
+            }
+            was_serving = serving;
+        }
         seq += 1;
         if seq.is_multiple_of(600) {
             // Instances that stopped long ago: forget them (once a minute).
