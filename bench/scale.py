@@ -386,7 +386,7 @@ def build(out, readme=None):
         w("> **Smoke run** (`bench/scale.sh --smoke`): tiny stores, debug binaries, seconds per "
           "step. It checks that the benchmark runs; its numbers are not measurements.")
         w("")
-    w("Issue 5, item 3: authenticated `GET /profile` with %s against %s live sessions in the "
+    w("Issues 5 and 11: authenticated `GET /profile` with %s against %s live sessions in the "
       "store; the same while the background sweeper deletes %s expired ones; bytes per session. "
       "Rerun with `bash bench/scale.sh` (see [bench/README.md](../README.md#scale))."
       % (num(large), num(small), num(int(meta.get("expired", 0)))))

@@ -61,6 +61,21 @@ pub fn wants_html(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/html"))
 }
 
+/// [`wants_html`] as an extractor, for handlers on the hot path: taking a
+/// `HeaderMap` instead would copy every header of the request.
+pub struct WantsHtml(pub bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WantsHtml {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(wants_html(&parts.headers)))
+    }
+}
+
 /// Gives error responses that carry no JSON or page (404 from the router,
 /// 405, 408 timeouts, 413 limits...) a `{"detail": ...}` body, keeping
 /// their status and headers.

@@ -13,7 +13,8 @@ pub(super) const SWEEP_BURST: std::time::Duration = std::time::Duration::from_mi
 /// refused at load anyway). SQLite's sweep runs at nice 19 instead and does
 /// not rest: the scheduler gives it only what requests leave, and a rest
 /// measured in wall time would stretch with every wait for the CPU (a
-/// 1M-row sweep under load crawled at ~100 rows/s).
+/// 1M-row sweep under load crawled at ~100 rows/s). Where its thread
+/// cannot be lowered, it rests like PostgreSQL's.
 pub(super) const SWEEP_REST_FACTOR: u32 = 4;
 
 /// The columns a session is read from, named (not `*`): a prepared
@@ -139,11 +140,11 @@ macro_rules! sql_store_impl {
 
             /// Deletes expired sessions in batches of about
             /// [`SWEEP_BURST`](super::sql::SWEEP_BURST), on `conn` when
-            /// given (SQLite's low-priority one: no rests, see
-            /// [`SWEEP_REST_FACTOR`](super::sql::SWEEP_REST_FACTOR)), else
-            /// each statement on a pool connection, so none is held through
-            /// the rests.
-            async fn db_sweep(&self, mut conn: Option<&mut $conn>, now: i64) -> Result<u64, StoreError> {
+            /// given (SQLite's low-priority one), else each statement on a
+            /// pool connection, so none is held through the rests; rests
+            /// after each batch with `rest` (see
+            /// [`SWEEP_REST_FACTOR`](super::sql::SWEEP_REST_FACTOR)).
+            async fn db_sweep(&self, mut conn: Option<&mut $conn>, rest: bool, now: i64) -> Result<u64, StoreError> {
                 let mut total = 0;
                 let mut batch: i64 = 100;
                 loop {
@@ -173,11 +174,11 @@ macro_rules! sql_store_impl {
                     } else if took < super::sql::SWEEP_BURST / 2 {
                         batch = (batch * 2).min(2000);
                     }
-                    if conn.is_some() {
-                        tokio::task::yield_now().await;
-                    } else {
+                    if rest {
                         let rest = took * super::sql::SWEEP_REST_FACTOR;
                         tokio::time::sleep(rest.max(std::time::Duration::from_millis(5))).await;
+                    } else {
+                        tokio::task::yield_now().await;
                     }
                 }
                 for table in ["latchkey_counters", "latchkey_tickets"] {

@@ -67,7 +67,8 @@ struct SessionCache {
     /// p99 to 11x in bench/run.sh), and `data_version` is per connection.
     reader: tokio::sync::Mutex<Option<LogReader>>,
     /// The sweep's own low-priority connection (see `low_priority_connection`).
-    sweeper: tokio::sync::Mutex<Option<SqliteConnection>>,
+    /// With whether its thread really runs lowered (else the sweep rests).
+    sweeper: tokio::sync::Mutex<Option<(SqliteConnection, bool)>>,
     /// How to (re)open the reader.
     options: SqliteConnectOptions,
     /// Highest revocation log row applied to `entries`.
@@ -276,7 +277,8 @@ impl SqliteStore {
     /// core. sqlx runs each connection on a thread it starts while
     /// connecting, and a new thread inherits its creator's priority, so
     /// the connecting is done from a thread lowered for the purpose.
-    async fn low_priority_connection(&self) -> Result<SqliteConnection, StoreError> {
+    /// Also says whether the lowering worked.
+    async fn low_priority_connection(&self) -> Result<(SqliteConnection, bool), StoreError> {
         let fail = |e: String| StoreError::Unavailable {
             store: self.label.clone(),
             reason: e,
@@ -287,12 +289,14 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("latchkey-sweep-connect".into())
             .spawn(move || {
-                if let Err(e) = thread_priority::set_current_thread_priority(
+                let lowered = thread_priority::set_current_thread_priority(
                     thread_priority::ThreadPriority::Min,
-                ) {
-                    tracing::debug!(error = ?e, "could not lower the sweep's priority");
+                );
+                if let Err(e) = &lowered {
+                    tracing::debug!(error = ?e, "could not lower the sweep's priority; it paces itself instead");
                 }
-                let _ = tx.send(runtime.block_on(options.connect()));
+                let connected = runtime.block_on(options.connect());
+                let _ = tx.send(connected.map(|c| (c, lowered.is_ok())));
             })
             .map_err(|e| fail(e.to_string()))?;
         let connected = rx.await.map_err(|e| fail(e.to_string()))?;
@@ -590,8 +594,8 @@ impl SessionStore for SqliteStore {
         if slot.is_none() {
             *slot = Some(self.low_priority_connection().await?);
         }
-        let conn = slot.as_mut().expect("just opened");
-        let swept = self.db_sweep(Some(conn), now).await;
+        let (conn, lowered) = slot.as_mut().expect("just opened");
+        let swept = self.db_sweep(Some(conn), !*lowered, now).await;
         if swept.is_err() {
             *slot = None; // a timed-out statement may leave it mid-way
         }
