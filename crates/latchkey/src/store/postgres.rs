@@ -363,7 +363,7 @@ impl SessionStore for PostgresStore {
     // Expired sessions need no announcement: a cached copy looks expired
     // too (expiry only moves forward), so it is read again, and found gone.
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
-        self.db_sweep(None, true, now).await
+        self.db_sweep(None, super::sql::SweepPace::Fixed, now).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.db_ping().await

@@ -595,7 +595,12 @@ impl SessionStore for SqliteStore {
             *slot = Some(self.low_priority_connection().await?);
         }
         let (conn, lowered) = slot.as_mut().expect("just opened");
-        let swept = self.db_sweep(Some(conn), !*lowered, now).await;
+        let pace = if *lowered {
+            super::sql::SweepPace::Lowered
+        } else {
+            super::sql::SweepPace::Resting
+        };
+        let swept = self.db_sweep(Some(conn), pace, now).await;
         if swept.is_err() {
             *slot = None; // a timed-out statement may leave it mid-way
         }
