@@ -67,8 +67,8 @@ struct SessionCache {
     /// p99 to 11x in bench/run.sh), and `data_version` is per connection.
     reader: tokio::sync::Mutex<Option<LogReader>>,
     /// The sweep's own low-priority connection (see `low_priority_connection`).
-    /// With whether its thread really runs lowered (else the sweep rests).
-    sweeper: tokio::sync::Mutex<Option<(SqliteConnection, bool)>>,
+    /// With the pace its priority allows (it rests if it could not be lowered).
+    sweeper: tokio::sync::Mutex<Option<(SqliteConnection, super::sql::SweepPace)>>,
     /// How to (re)open the reader.
     options: SqliteConnectOptions,
     /// Highest revocation log row applied to `entries`.
@@ -277,8 +277,11 @@ impl SqliteStore {
     /// core. sqlx runs each connection on a thread it starts while
     /// connecting, and a new thread inherits its creator's priority, so
     /// the connecting is done from a thread lowered for the purpose.
-    /// Also says whether the lowering worked.
-    async fn low_priority_connection(&self) -> Result<(SqliteConnection, bool), StoreError> {
+    /// Also says how the sweep must pace itself on it: resting, if the
+    /// lowering failed.
+    async fn low_priority_connection(
+        &self,
+    ) -> Result<(SqliteConnection, super::sql::SweepPace), StoreError> {
         let fail = |e: String| StoreError::Unavailable {
             store: self.label.clone(),
             reason: e,
@@ -295,8 +298,11 @@ impl SqliteStore {
                 if let Err(e) = &lowered {
                     tracing::debug!(error = ?e, "could not lower the sweep's priority; it paces itself instead");
                 }
-                let connected = runtime.block_on(options.connect());
-                let _ = tx.send(connected.map(|c| (c, lowered.is_ok())));
+                let pace = match lowered {
+                    Ok(()) => super::sql::SweepPace::Lowered,
+                    Err(_) => super::sql::SweepPace::Resting,
+                };
+                let _ = tx.send(runtime.block_on(options.connect()).map(|c| (c, pace)));
             })
             .map_err(|e| fail(e.to_string()))?;
         let connected = rx.await.map_err(|e| fail(e.to_string()))?;
@@ -594,13 +600,8 @@ impl SessionStore for SqliteStore {
         if slot.is_none() {
             *slot = Some(self.low_priority_connection().await?);
         }
-        let (conn, lowered) = slot.as_mut().expect("just opened");
-        let pace = if *lowered {
-            super::sql::SweepPace::Lowered
-        } else {
-            super::sql::SweepPace::Resting
-        };
-        let swept = self.db_sweep(Some(conn), pace, now).await;
+        let (conn, pace) = slot.as_mut().expect("just opened");
+        let swept = self.db_sweep(Some(conn), *pace, now).await;
         if swept.is_err() {
             *slot = None; // a timed-out statement may leave it mid-way
         }
